@@ -1,3 +1,14 @@
-"""distilled-gs-ns: nerfstudio methods for compact (Distilled-3DGS) and large-scene (Momentum-GS) splats."""
+"""distilled-gs-ns: nerfstudio methods for compact (Distilled-3DGS) and large-scene (Momentum-GS) splats.
+
+Importing the package (nerfstudio does, to discover the methods) only registers two small things:
+numpy scalars as safe for torch's weights-only checkpoint loader, and a handler that prints this
+package's `UserInputError`s as one-line messages.
+"""
+
+from distilled_gs_ns.compat.checkpoints import allow_nerfstudio_checkpoints
+from distilled_gs_ns.errors import install_cli_excepthook
 
 __version__ = "0.1.0"
+
+allow_nerfstudio_checkpoints()
+install_cli_excepthook()

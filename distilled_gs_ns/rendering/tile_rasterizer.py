@@ -175,7 +175,9 @@ class _RasterizeTiles(torch.autograd.Function):
             feats = _pixel_features(ts, colors.dtype, colors.device)
             color_sum = colors.new_zeros(cam_bins.tiles_x * cam_bins.tiles_y, pixels, channels)
             t_final = colors.new_ones(cam_bins.tiles_x * cam_bins.tiles_y, pixels)
-            cache: List[Optional[_BlockState]] = []
+            # Each cached entry keeps the block's outgoing transmittance and ended-pixel mask too, so
+            # that a block recomputed in backward after a cached one starts from the right state.
+            cache: List[Optional[Tuple[_BlockState, Tensor, Optional[Tensor]]]] = []
             for start, stop, chunk in _tile_batches(cam_bins, pixels, max_block, max_chunk):
                 lists = cam_bins.padded_lists(start, stop)
                 centres = _tile_centres(cam_bins, start, stop, colors.dtype)
@@ -188,7 +190,7 @@ class _RasterizeTiles(torch.autograd.Function):
                     acc.baddbmm_(state.alpha * state.t_before, colors[cam][gauss.ids])
                     if cached_elements + 3 * state.raw.numel() <= max_cached:
                         cached_elements += 3 * state.raw.numel()
-                        cache.append(state)
+                        cache.append((state, t, done))
                     else:
                         cache.append(None)
                 rows = cam_bins.tile_ids[start:stop]
@@ -235,9 +237,11 @@ class _RasterizeTiles(torch.autograd.Function):
                 prefix = colors.new_zeros(stop - start, pixels)
                 for k0 in range(0, lists.shape[1], chunk):
                     gauss = _block_gaussians(lists[:, k0 : k0 + chunk], centres, means2d[cam], conics[cam], opacities[cam])
-                    state = next(cache)
-                    if state is None:
+                    entry = next(cache)
+                    if entry is None:
                         state, t, done = _composite(feats, gauss, t, done)
+                    else:
+                        state, t, done = entry
                     col = cam_colors[gauss.ids]  # [B, K, D]
                     weight = state.alpha * state.t_before
                     cg = torch.bmm(g, col.transpose(1, 2))  # [B, P, K]

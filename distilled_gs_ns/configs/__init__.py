@@ -1,0 +1,1 @@
+"""Method configurations (what `ns-train <method>` runs)."""

@@ -1,0 +1,21 @@
+"""nerfstudio entry points (`nerfstudio.method_configs`): one MethodSpecification per method.
+
+Kept to config construction only: importing this module builds no model and touches no data.
+"""
+
+from nerfstudio.plugins.types import MethodSpecification
+
+from distilled_gs_ns.configs.teachers import dropout_teacher, perturbed_teacher, standard_teacher
+
+teacher = MethodSpecification(
+    config=standard_teacher(),
+    description="Distilled-3DGS standard teacher: 3DGS with splatfacto's recipe, CPU and CUDA",
+)
+teacher_perturbed = MethodSpecification(
+    config=perturbed_teacher(),
+    description="Distilled-3DGS teacher with scheduled random perturbation of Gaussians",
+)
+teacher_dropout = MethodSpecification(
+    config=dropout_teacher(),
+    description="Distilled-3DGS teacher trained with random Gaussian dropout",
+)

@@ -1,0 +1,1 @@
+"""Splat models: the shared base and the Distilled-3DGS teachers."""

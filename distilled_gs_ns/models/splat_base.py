@@ -1,0 +1,417 @@
+"""The one splat model base every method of this package builds on.
+
+It is a `SplatfactoModel`, so nerfstudio's viewer and `ns-export gaussian-splat` accept it, and it
+fixes what stops splatfacto 1.1.5 from serving as a base:
+- device: nothing is pinned to CUDA; the model runs wherever the trainer put it
+  (`--machine.device-type cpu|cuda`);
+- rasteriser: gsplat's CUDA kernels on CUDA, the package's PyTorch tile rasteriser elsewhere, with
+  the same `info` so gsplat's densification strategy works on both;
+- initialisation without a point cloud samples inside the scene box instead of a fixed cube;
+- LPIPS is built lazily, so nothing is downloaded at construction;
+- resuming with `--load-dir` re-attaches the optimizers to the loaded Parameters (splatfacto keeps
+  the pre-load ones and crashes at the next densification);
+- a non-finite loss stops training with a clear message before it can overwrite good checkpoints.
+
+Subclasses change what is rendered through two hooks: `gaussians_for_render` (which Gaussians and
+attributes go to the rasteriser) and `extra_losses`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+
+import numpy as np
+import torch
+from gsplat.strategy import DefaultStrategy
+from pytorch_msssim import SSIM
+from torch import Tensor
+from torch.nn import Parameter
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.model_components.lib_bilagrid import BilateralGrid
+from nerfstudio.models.splatfacto import (
+    RGB2SH,
+    SplatfactoModel,
+    SplatfactoModelConfig,
+    num_sh_bases,
+    random_quat_tensor,
+)
+from nerfstudio.utils.colors import get_color
+
+from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.metrics.lpips import LazyLPIPS
+from distilled_gs_ns.rendering import RasterBackend, rasterize, resolve_backend
+
+GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
+
+
+def world_to_camera(camera_to_world: Tensor) -> Tensor:
+    """gsplat view matrices [C, 4, 4] from nerfstudio camera-to-world [C, 3, 4] (OpenGL axes)."""
+    rot = camera_to_world[:, :3, :3] * torch.tensor([1.0, -1.0, -1.0], device=camera_to_world.device)
+    trans = camera_to_world[:, :3, 3:4]
+    rot_inv = rot.transpose(1, 2)
+    view = torch.zeros(camera_to_world.shape[0], 4, 4, device=camera_to_world.device, dtype=camera_to_world.dtype)
+    view[:, :3, :3] = rot_inv
+    view[:, :3, 3:4] = -torch.bmm(rot_inv, trans)
+    view[:, 3, 3] = 1.0
+    return view
+
+
+@dataclass
+class RenderGaussians:
+    """What goes to the rasteriser for one view: activated attributes, one row per Gaussian."""
+
+    means: Tensor  # [N, 3]
+    quats: Tensor  # [N, 4] (normalised by the rasteriser)
+    scales: Tensor  # [N, 3] linear scales
+    opacities: Tensor  # [N] in [0, 1]
+    colors: Tensor  # [N, K, 3] SH coefficients, or [N, 3] RGB when sh_degree is None
+    sh_degree: Optional[int]
+
+
+@dataclass
+class SplatBaseModelConfig(SplatfactoModelConfig):
+    """Splatfacto's settings plus the device-independent rendering of this package."""
+
+    _target: Type = field(default_factory=lambda: SplatBaseModel)
+    rasterizer: RasterBackend = "auto"
+    """'auto': gsplat's CUDA kernels on CUDA, the PyTorch tile rasteriser on other devices."""
+    cpu_tile_size: int = 8
+    """Tile size of the PyTorch rasteriser (8 is fastest on CPUs for typical splats)."""
+    random_scale: float = 1.0
+    """Without a point cloud, Gaussians start uniformly inside the region the training cameras look at
+    (see models/initialisation.py), scaled by this factor about its centre. (splatfacto instead uses a
+    fixed cube of this side, whatever the scene's size.)"""
+
+    def __post_init__(self) -> None:
+        for name in ("densify_grad_thresh", "cull_alpha_thresh", "ssim_lambda", "random_scale", "densify_size_thresh"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise UserInputError(f"pipeline.model.{name} must be a finite number, got {value}")
+        if self.num_random <= 0:
+            raise UserInputError(f"pipeline.model.num_random must be positive, got {self.num_random}")
+
+
+class SplatBaseModel(SplatfactoModel):
+    """Splatfacto that trains and renders on CPU and CUDA alike (see the module docstring)."""
+
+    config: SplatBaseModelConfig
+
+    def populate_modules(self) -> None:
+        means, colors = self._initial_points()
+        self.seeded_randomly = colors is None and (self.seed_points is None or self.config.random_init)
+        num_points = means.shape[0]
+        dim_sh = num_sh_bases(self.config.sh_degree)
+        shs = torch.zeros(num_points, dim_sh, 3)
+        if colors is not None:
+            if self.config.sh_degree > 0:
+                shs[:, 0, :] = RGB2SH(colors)
+            else:
+                shs[:, 0, :] = torch.logit(colors, eps=1e-10)
+        else:
+            shs[:, 0, :] = torch.rand(num_points, 3)
+        self.gauss_params = torch.nn.ParameterDict(
+            {
+                "means": Parameter(means),
+                "scales": Parameter(self._initial_log_scales(means)),
+                "quats": Parameter(random_quat_tensor(num_points)),
+                "features_dc": Parameter(shs[:, 0, :].contiguous()),
+                "features_rest": Parameter(shs[:, 1:, :].contiguous()),
+                "opacities": Parameter(torch.logit(0.1 * torch.ones(num_points, 1))),
+            }
+        )
+        self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+
+        from torchmetrics.image import PeakSignalNoiseRatio
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
+        self.lpips = LazyLPIPS()
+        self.step = 0
+        self.crop_box = None
+        if self.config.background_color == "random":
+            # Viser's background colour: what "random" shows outside training.
+            self.background_color = torch.tensor([0.1490, 0.1647, 0.2157])
+        else:
+            self.background_color = get_color(self.config.background_color)
+        if self.config.use_bilateral_grid:
+            self.bil_grids = BilateralGrid(
+                num=self.num_train_data,
+                grid_X=self.config.grid_shape[0],
+                grid_Y=self.config.grid_shape[1],
+                grid_W=self.config.grid_shape[2],
+            )
+        self.strategy = DefaultStrategy(
+            prune_opa=self.config.cull_alpha_thresh,
+            grow_grad2d=self.config.densify_grad_thresh,
+            grow_scale3d=self.config.densify_size_thresh,
+            grow_scale2d=self.config.split_screen_size,
+            prune_scale3d=self.config.cull_scale_thresh,
+            prune_scale2d=self.config.cull_screen_size,
+            refine_scale2d_stop_iter=self.config.stop_screen_size_at,
+            refine_start_iter=self.config.warmup_length,
+            refine_stop_iter=self.config.stop_split_at,
+            reset_every=self.config.reset_alpha_every * self.config.refine_every,
+            refine_every=self.config.refine_every,
+            pause_refine_after_reset=self.num_train_data + self.config.refine_every,
+            absgrad=self.config.use_absgrad,
+            revised_opacity=False,
+            verbose=False,
+        )
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.info: Dict = {}
+
+    def _initial_points(self) -> Tuple[Tensor, Optional[Tensor]]:
+        """Seed positions [N, 3] and colours [N, 3] in [0, 1] (None when there are no colours)."""
+        if self.seed_points is not None and not self.config.random_init and self.seed_points[0].shape[0] > 0:
+            means = self.seed_points[0].detach().float().cpu().clone()
+            colors = self.seed_points[1].detach().float().cpu() / 255.0 if self.seed_points[1].shape[0] > 0 else None
+            return means, colors
+        return self._uniform_in(self.scene_box.aabb.float().cpu()), None
+
+    def _uniform_in(self, box: Tensor) -> Tensor:
+        centre = box.mean(dim=0)
+        half = 0.5 * (box[1] - box[0]) * self.config.random_scale
+        return centre + (torch.rand(self.config.num_random, 3) * 2 - 1) * half
+
+    def _initial_log_scales(self, means: Tensor) -> Tensor:
+        """Isotropic log-scales from the mean distance to the 3 nearest seeds (as 3DGS)."""
+        distances, _ = self.k_nearest_sklearn(means, 3)
+        return torch.log(torch.from_numpy(distances).mean(dim=-1, keepdim=True).clamp(min=1e-7)).repeat(1, 3)
+
+    @torch.no_grad()
+    def place_random_seeds(self, box: Tensor) -> None:
+        """Re-sample randomly seeded Gaussians inside `box` ([2, 3]); no-op for point-cloud seeds.
+
+        The pipeline calls this once it knows the training cameras (the model alone does not).
+        """
+        if not self.seeded_randomly:
+            return
+        means = self._uniform_in(box.float().cpu())
+        self.gauss_params["means"].data.copy_(means.to(self.device))
+        self.gauss_params["scales"].data.copy_(self._initial_log_scales(means).to(self.device))
+
+    # ------------------------------------------------------------------ loading and resuming
+
+    def update_to_step(self, step: int) -> None:
+        """Called by nerfstudio before a checkpoint's state dict is loaded: keep the real step."""
+        self.step = step
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
+        """Resize the Gaussian Parameters to the checkpoint's count, then load (keeps `self.step`)."""
+        if "means" in state_dict:
+            for name in GAUSSIAN_PARAMS:
+                state_dict[f"gauss_params.{name}"] = state_dict.pop(name)
+        count = state_dict["gauss_params.means"].shape[0]
+        for name, param in self.gauss_params.items():
+            self.gauss_params[name] = Parameter(param.new_zeros((count,) + tuple(param.shape[1:])))
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        return torch.nn.Module.load_state_dict(self, state_dict, strict=strict, **kwargs)
+
+    def _attach_optimizers(self, optimizers: Optimizers) -> None:
+        """Point each Gaussian optimizer at the live Parameter, carrying its Adam state across.
+
+        nerfstudio builds the optimizers before `--load-dir` replaces the Parameters; without this the
+        loaded Gaussians would never be optimised and densification would index stale tensors.
+        """
+        for name in GAUSSIAN_PARAMS:
+            if name not in optimizers.optimizers:
+                continue
+            opt = optimizers.optimizers[name]
+            live = self.gauss_params[name]
+            group = opt.param_groups[0]
+            stale = group["params"][0]
+            if stale is live:
+                continue
+            state = opt.state.pop(stale, {})
+            if any(torch.is_tensor(v) and v.dim() > 0 and v.shape != live.shape for v in state.values()):
+                state = {}
+            group["params"] = [live]
+            if state:
+                opt.state[live] = {k: v.to(live.device) if torch.is_tensor(v) else v for k, v in state.items()}
+            optimizers.parameters[name] = [live]
+
+    # ------------------------------------------------------------------ training hooks
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        return [
+            TrainingCallback(
+                [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                self.step_cb,
+                args=[training_callback_attributes.optimizers],
+            ),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.step_post_backward),
+        ]
+
+    def step_cb(self, optimizers: Optimizers, step: int) -> None:
+        self._attach_optimizers(optimizers)
+        self.step = step
+        self.optimizers = optimizers.optimizers
+
+    def step_post_backward(self, step: int) -> None:
+        self.check_finite_parameters(step)
+        self.strategy.step_post_backward(
+            params=self.gauss_params,
+            optimizers=self.optimizers,
+            state=self.strategy_state,
+            step=step,
+            info=self.info,
+            packed=False,
+        )
+
+    def check_finite_parameters(self, step: int) -> None:
+        """Stop on non-finite Gaussians after an optimiser step.
+
+        The rasteriser culls NaN Gaussians silently, so the loss can stay finite while a run rots;
+        stopping here, before the trainer saves, keeps the last good checkpoint as the latest one.
+        """
+        bad = [name for name, p in self.gauss_params.items() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise UserInputError(
+                f"training diverged at step {step}: non-finite values in Gaussian {', '.join(bad)}. No checkpoint "
+                "was written for this step, so the last saved one is intact. Check the optimiser settings "
+                "(learning rates, Adam eps > 0) and resume from that checkpoint with --load-dir."
+            )
+
+    # ------------------------------------------------------------------ rendering
+
+    @property
+    def raster_backend(self) -> Literal["gsplat", "torch"]:
+        return resolve_backend(self.config.rasterizer, self.device)
+
+    def gaussians_for_render(self, crop_ids: Optional[Tensor]) -> RenderGaussians:
+        """The Gaussians sent to the rasteriser; subclasses override to alter them (e.g. dropout)."""
+
+        def pick(t: Tensor) -> Tensor:
+            return t if crop_ids is None else t[crop_ids]
+
+        colors = torch.cat([pick(self.features_dc)[:, None, :], pick(self.features_rest)], dim=1)
+        if self.config.sh_degree > 0:
+            sh_degree: Optional[int] = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+        else:
+            colors = torch.sigmoid(colors[:, 0, :])
+            sh_degree = None
+        return RenderGaussians(
+            means=pick(self.means),
+            quats=pick(self.quats),
+            scales=torch.exp(pick(self.scales)),
+            opacities=torch.sigmoid(pick(self.opacities)).squeeze(-1),
+            colors=colors,
+            sh_degree=sh_degree,
+        )
+
+    def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
+        if not isinstance(camera, Cameras):
+            raise TypeError(f"{type(self).__name__}.get_outputs expects Cameras, got {type(camera).__name__}")
+        if self.training:
+            if camera.shape[0] != 1:
+                raise ValueError("training renders one camera at a time")
+            camera_to_world = self.camera_optimizer.apply_to_camera(camera)
+        else:
+            camera_to_world = camera.camera_to_worlds
+
+        crop_ids = None
+        if self.crop_box is not None and not self.training:
+            crop_ids = self.crop_box.within(self.means).squeeze()
+            if crop_ids.sum() == 0:
+                return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+
+        scale = self._get_downscale_factor()
+        camera.rescale_output_resolution(1 / scale)
+        viewmat = world_to_camera(camera_to_world.to(self.device))
+        K = camera.get_intrinsics_matrices().to(self.device)
+        W, H = int(camera.width.item()), int(camera.height.item())
+        self.last_size = (H, W)
+        camera.rescale_output_resolution(scale)
+
+        if self.config.rasterize_mode not in ("antialiased", "classic"):
+            raise ValueError(f"Unknown rasterize_mode: {self.config.rasterize_mode}")
+        render_mode = "RGB+ED" if self.config.output_depth_during_training or not self.training else "RGB"
+        gaussians = self.gaussians_for_render(crop_ids)
+        backend = self.raster_backend
+        extra = {"tile_size": self.config.cpu_tile_size} if backend == "torch" else {}
+        render, alpha, self.info = rasterize(
+            backend,
+            means=gaussians.means,
+            quats=gaussians.quats,
+            scales=gaussians.scales,
+            opacities=gaussians.opacities,
+            colors=gaussians.colors,
+            viewmats=viewmat,
+            Ks=K,
+            width=W,
+            height=H,
+            near_plane=0.01,
+            far_plane=1e10,
+            render_mode=render_mode,
+            sh_degree=gaussians.sh_degree,
+            absgrad=self.strategy.absgrad,
+            rasterize_mode=self.config.rasterize_mode,
+            **extra,
+        )
+        if self.training and crop_ids is None:
+            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+
+        background = self._get_background_color()
+        rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
+        if self.config.use_bilateral_grid and self.training:
+            if camera.metadata is not None and "cam_idx" in camera.metadata:
+                rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], H, W)
+        depth = None
+        if render_mode == "RGB+ED":
+            depth = render[..., 3:4]
+            depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
+        if background.shape[0] == 3 and not self.training:
+            background = background.expand(H, W, 3)
+        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+
+    # ------------------------------------------------------------------ losses and metrics
+
+    def extra_losses(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Method-specific loss terms added to splatfacto's (none in the base)."""
+        return {}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        loss_dict.update(self.extra_losses(outputs, batch))
+        if self.training:
+            total = sum(loss_dict.values())
+            if not bool(torch.isfinite(total)):
+                bad = ", ".join(k for k, v in loss_dict.items() if not bool(torch.isfinite(v)))
+                raise UserInputError(
+                    f"training diverged at step {self.step}: the loss is not finite ({bad}). No checkpoint was "
+                    "written for this step, so the last saved one is intact. Lower the learning rates or check the "
+                    "loss weights and data, then resume from that checkpoint with --load-dir."
+                )
+        return loss_dict
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        gt_rgb = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+        predicted_rgb = outputs["rgb"]
+        combined_rgb = torch.cat([gt_rgb, predicted_rgb], dim=1)
+        gt = torch.moveaxis(gt_rgb, -1, 0)[None, ...]
+        pred = torch.moveaxis(predicted_rgb, -1, 0)[None, ...]
+        metrics = {"psnr": float(self.psnr(gt, pred).item()), "ssim": float(self.ssim(gt, pred))}
+        lpips = self.lpips(gt, pred)
+        if lpips is not None:
+            metrics["lpips"] = lpips
+        metrics["gaussian_count"] = float(self.num_points)
+        return metrics, {"img": combined_rgb}
+
+    @staticmethod
+    def k_nearest_sklearn(x: Tensor, k: int) -> Tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        from sklearn.neighbors import NearestNeighbors
+
+        points = x.detach().cpu().numpy()
+        k = min(k, max(1, points.shape[0] - 1))
+        distances, indices = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+        return distances[:, 1:].astype(np.float32), indices[:, 1:].astype(np.int64)

@@ -1,0 +1,1 @@
+"""Pipelines: how models meet data (and, for the student, its teachers)."""

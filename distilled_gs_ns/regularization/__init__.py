@@ -1,0 +1,1 @@
+"""Training-time regularisers that make the Distilled-3DGS teachers differ from a plain 3DGS."""

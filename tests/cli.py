@@ -1,0 +1,90 @@
+"""Helpers to drive the real nerfstudio command-line entry points from tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from distilled_gs_ns.data import DEMO_SCENE
+
+BIN = Path(sys.executable).parent
+TEACHER_METHODS = ("distilled-3dgs-teacher", "distilled-3dgs-teacher-perturbed", "distilled-3dgs-teacher-dropout")
+NUM_RANDOM = 5000
+TRAIN_STEPS = 400
+
+# A short schedule for the 100 px demo scene: densify every 50 steps after 100, full resolution from
+# the start, SH bands every 100 steps, means learning rate decaying over the run.
+def short_schedule(steps: int) -> List[str]:
+    return [
+        "--machine.device-type", "cpu",
+        "--vis", "tensorboard",
+        "--max-num-iterations", str(steps),
+        "--steps-per-save", "100",
+        "--save-only-latest-checkpoint", "False",
+        "--steps-per-eval-image", "100000",
+        "--steps-per-eval-all-images", "100000",
+        "--pipeline.model.background-color", "white",
+        "--pipeline.model.num-random", str(NUM_RANDOM),
+        "--pipeline.model.warmup-length", "100",
+        "--pipeline.model.refine-every", "50",
+        "--pipeline.model.reset-alpha-every", "100",
+        "--pipeline.model.num-downscales", "0",
+        "--pipeline.model.sh-degree-interval", "100",
+        "--optimizers.means.scheduler.max-steps", str(max(steps, 1)),
+    ]
+
+
+def run_cli(args: Sequence[str], timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """Run an ns-* command of this environment; on failure the output is in the assertion message."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [str(BIN / args[0]), *args[1:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@dataclass
+class TrainedRun:
+    method: str
+    run_dir: Path
+    log: str = ""
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "config.yml"
+
+    @property
+    def checkpoints(self) -> List[Path]:
+        return sorted((self.run_dir / "nerfstudio_models").glob("step-*.ckpt"))
+
+    def load_gaussians(self, checkpoint: Optional[Path] = None) -> Dict[str, torch.Tensor]:
+        state = torch.load(checkpoint or self.checkpoints[-1], map_location="cpu", weights_only=False)
+        prefix = "_model.gauss_params."
+        return {k[len(prefix):]: v for k, v in state["pipeline"].items() if k.startswith(prefix)}
+
+    def evaluate(self, output: Path) -> Dict[str, float]:
+        run_cli(["ns-eval", "--load-config", str(self.config), "--output-path", str(output)])
+        return json.loads(output.read_text())["results"]
+
+
+def train(method: str, output_dir: Path, name: str, steps: int = TRAIN_STEPS, extra: Sequence[str] = ()) -> TrainedRun:
+    proc = run_cli(
+        [
+            "ns-train", method,
+            "--data", str(DEMO_SCENE),
+            "--output-dir", str(output_dir),
+            "--experiment-name", name,
+            "--timestamp", "run",
+            *short_schedule(steps),
+            *extra,
+        ]
+    )
+    return TrainedRun(method, output_dir / name / method / "run", proc.stdout + proc.stderr)
