@@ -43,7 +43,7 @@ def short_schedule(steps: int) -> List[str]:
 
 def run_cli(args: Sequence[str], timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
     """Run an ns-* command of this environment; on failure the output is in the assertion message."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="", COLUMNS="400")
     cmd = [str(BIN / args[0]), *args[1:]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
