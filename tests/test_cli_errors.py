@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from distilled_gs_ns.data import DEMO_SCENE
 from tests.cli import TrainedRun, run_cli, short_schedule, train

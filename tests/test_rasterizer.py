@@ -14,7 +14,6 @@ are compared the scenes either give radii of 3.5 sigma (beyond which alpha < 1/2
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 from typing import Dict, Optional
 
@@ -172,7 +171,7 @@ def total_block_elements(bins, max_block_elements: int, max_chunk: int) -> int:
     """Elements B*P*K over all blocks the rasteriser walks with these limits (one camera)."""
     pixels = bins.tile_size**2
     total = 0
-    for start, stop, chunk in _tile_batches(bins, pixels, max_block_elements, max_chunk):
+    for start, stop, _chunk in _tile_batches(bins, pixels, max_block_elements, max_chunk):
         length = int(bins.counts[start])
         total += (stop - start) * pixels * length
     return total

@@ -20,7 +20,6 @@ sum of |dL/dmeans2d|) for AbsGS-style densification.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
