@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from distilled_gs_ns.configs.demo import ShortRun
 from distilled_gs_ns.data import DEMO_SCENE
 
 BIN = Path(sys.executable).parent
@@ -19,26 +20,22 @@ TEACHER_METHODS = ("distilled-3dgs-teacher", "distilled-3dgs-teacher-perturbed",
 NUM_RANDOM = 5000
 TRAIN_STEPS = 400
 
-# A short schedule for the 100 px demo scene: densify every 50 steps after 100, full resolution from
-# the start, SH bands every 100 steps, means learning rate decaying over the run.
 def short_schedule(steps: int) -> List[str]:
-    return [
-        "--machine.device-type", "cpu",
-        "--vis", "tensorboard",
-        "--max-num-iterations", str(steps),
-        "--steps-per-save", "100",
-        "--save-only-latest-checkpoint", "False",
-        "--steps-per-eval-image", "100000",
-        "--steps-per-eval-all-images", "100000",
-        "--pipeline.model.background-color", "white",
-        "--pipeline.model.num-random", str(NUM_RANDOM),
-        "--pipeline.model.warmup-length", "100",
-        "--pipeline.model.refine-every", "50",
-        "--pipeline.model.reset-alpha-every", "100",
-        "--pipeline.model.num-downscales", "0",
-        "--pipeline.model.sh-degree-interval", "100",
-        "--optimizers.means.scheduler.max-steps", str(max(steps, 1)),
-    ]
+    """The tests' schedule on the demo scene: 5000 random seeds, densify every 50 steps after 100,
+    full resolution from the start, SH bands every 100 steps, a checkpoint every 100 steps (all kept)."""
+    return ShortRun(
+        steps,
+        num_random=NUM_RANDOM,
+        warmup=100,
+        refine_every=50,
+        reset_alpha_every=100,
+        stop_split_at=15000,
+        num_downscales=0,
+        sh_degree_interval=100,
+        save_every=100,
+        keep_all_checkpoints=True,
+        eval_image_every=100000,
+    ).flags()
 
 
 def run_cli(args: Sequence[str], timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:

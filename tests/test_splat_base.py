@@ -234,3 +234,15 @@ def test_dropout_applies_in_training_only() -> None:
     assert 0.4 < float((g1 == 0).float().mean()) < 0.6
     model.eval()
     assert torch.equal(model.gaussians_for_render(None).opacities, torch.sigmoid(model.opacities).squeeze(-1))
+
+
+def test_an_empty_point_cloud_falls_back_to_random_seeds_that_can_be_placed() -> None:
+    scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    empty = (torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.uint8))
+    model = SplatBaseModelConfig(num_random=300).setup(
+        scene_box=scene_box, num_train_data=8, metadata={}, device="cpu", seed_points=empty
+    )
+    assert model.seeded_randomly and model.num_points == 300
+    box = torch.tensor([[0.2, 0.2, 0.2], [0.3, 0.3, 0.3]])
+    model.place_random_seeds(box)
+    assert ((model.means >= box[0] - 1e-6) & (model.means <= box[1] + 1e-6)).all()

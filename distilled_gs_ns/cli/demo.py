@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from distilled_gs_ns.configs.demo import demo_overrides
+from distilled_gs_ns.configs.demo import ShortRun
 from distilled_gs_ns.data import DEMO_SCENE
 
 BIN = Path(sys.executable).parent
@@ -54,7 +54,7 @@ def train_and_report(method: str, output_dir: Path, steps: int, device: str, ext
     _run(
         [
             "ns-train", method, "--data", str(DEMO_SCENE), "--output-dir", str(output_dir),
-            "--experiment-name", name, "--timestamp", "demo", *demo_overrides(steps, device), *extra,
+            "--experiment-name", name, "--timestamp", "demo", *ShortRun(steps, device).flags(), *extra,
         ],
         output_dir / f"{name}-train.log",
     )

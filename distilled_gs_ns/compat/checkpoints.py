@@ -17,15 +17,14 @@ import torch
 
 
 def _numpy_safe_globals() -> List[object]:
-    found: List[object] = [np.dtype, np.ndarray]
+    found: List[object] = [np.dtype]
     for module_name in ("numpy.core.multiarray", "numpy._core.multiarray"):
         try:
             module = importlib.import_module(module_name)
         except ImportError:
             continue
-        for attr in ("scalar", "_reconstruct"):
-            if hasattr(module, attr):
-                found.append(getattr(module, attr))
+        if hasattr(module, "scalar"):
+            found.append(module.scalar)
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
         found.extend(getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType"))

@@ -32,7 +32,7 @@ from torch.nn import Parameter
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
-from nerfstudio.model_components.lib_bilagrid import BilateralGrid
+from nerfstudio.model_components.lib_bilagrid import BilateralGrid, color_correct
 from nerfstudio.models.splatfacto import (
     RGB2SH,
     SplatfactoModel,
@@ -103,7 +103,6 @@ class SplatBaseModel(SplatfactoModel):
 
     def populate_modules(self) -> None:
         means, colors = self._initial_points()
-        self.seeded_randomly = colors is None and (self.seed_points is None or self.config.random_init)
         num_points = means.shape[0]
         dim_sh = num_sh_bases(self.config.sh_degree)
         shs = torch.zeros(num_points, dim_sh, 3)
@@ -167,8 +166,15 @@ class SplatBaseModel(SplatfactoModel):
         self.info: Dict = {}
 
     def _initial_points(self) -> Tuple[Tensor, Optional[Tensor]]:
-        """Seed positions [N, 3] and colours [N, 3] in [0, 1] (None when there are no colours)."""
-        if self.seed_points is not None and not self.config.random_init and self.seed_points[0].shape[0] > 0:
+        """Seed positions [N, 3] and colours [N, 3] in [0, 1] (None when there are no colours).
+
+        Sets `seeded_randomly`, which tells `place_random_seeds` whether there is anything to move.
+        """
+        self.seeded_randomly = not (
+            self.seed_points is not None and not self.config.random_init and self.seed_points[0].shape[0] > 0
+        )
+        if not self.seeded_randomly:
+            assert self.seed_points is not None
             means = self.seed_points[0].detach().float().cpu().clone()
             colors = self.seed_points[1].detach().float().cpu() / 255.0 if self.seed_points[1].shape[0] > 0 else None
             return means, colors
@@ -272,8 +278,9 @@ class SplatBaseModel(SplatfactoModel):
         The rasteriser culls NaN Gaussians silently, so the loss can stay finite while a run rots;
         stopping here, before the trainer saves, keeps the last good checkpoint as the latest one.
         """
-        bad = [name for name, p in self.gauss_params.items() if not bool(torch.isfinite(p).all())]
-        if bad:
+        finite = torch.stack([torch.isfinite(p).all() for p in self.gauss_params.values()])
+        if not bool(finite.all()):  # one host sync per step; names only on failure
+            bad = [name for name, ok in zip(self.gauss_params.keys(), finite.tolist()) if not ok]
             raise UserInputError(
                 f"training diverged at step {step}: non-finite values in Gaussian {', '.join(bad)}. No checkpoint "
                 "was written for this step, so the last saved one is intact. Check the optimiser settings "
@@ -395,15 +402,22 @@ class SplatBaseModel(SplatfactoModel):
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """splatfacto's metrics, with LPIPS left out (not NaN) when its weights are unavailable."""
         gt_rgb = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
         predicted_rgb = outputs["rgb"]
         combined_rgb = torch.cat([gt_rgb, predicted_rgb], dim=1)
         gt = torch.moveaxis(gt_rgb, -1, 0)[None, ...]
-        pred = torch.moveaxis(predicted_rgb, -1, 0)[None, ...]
-        metrics = {"psnr": float(self.psnr(gt, pred).item()), "ssim": float(self.ssim(gt, pred))}
-        lpips = self.lpips(gt, pred)
-        if lpips is not None:
-            metrics["lpips"] = lpips
+        candidates = {"": predicted_rgb}
+        if self.config.color_corrected_metrics:
+            candidates["cc_"] = color_correct(predicted_rgb, gt_rgb)
+        metrics: Dict[str, float] = {}
+        for prefix, rgb in candidates.items():
+            pred = torch.moveaxis(rgb, -1, 0)[None, ...]
+            metrics[f"{prefix}psnr"] = float(self.psnr(gt, pred).item())
+            metrics[f"{prefix}ssim"] = float(self.ssim(gt, pred))
+            lpips = self.lpips(gt, pred)
+            if lpips is not None:
+                metrics[f"{prefix}lpips"] = lpips
         metrics["gaussian_count"] = float(self.num_points)
         return metrics, {"img": combined_rgb}
 

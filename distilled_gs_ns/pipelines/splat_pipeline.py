@@ -52,7 +52,9 @@ class SplatPipeline(VanillaPipeline):
     ) -> None:
         check_data_path(config.datamanager)
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
-        if hasattr(self.model, "place_random_seeds") and hasattr(self.datamanager, "train_dataset"):
+        # Only training needs the seeds placed: ns-viewer/export/eval ("test", "inference") load a
+        # checkpoint over them right after.
+        if test_mode == "val" and hasattr(self.model, "place_random_seeds") and hasattr(self.datamanager, "train_dataset"):
             cameras = self.datamanager.train_dataset.cameras
             tan_half_fov = torch.maximum(
                 cameras.width.float() / (2 * cameras.fx), cameras.height.float() / (2 * cameras.fy)
