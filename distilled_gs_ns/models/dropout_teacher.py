@@ -8,7 +8,7 @@ from typing import List, Optional, Type
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 
-from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel, SplatBaseModelConfig
+from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel, SplatBaseModelConfig, planned_steps
 from distilled_gs_ns.regularization.dropout import GaussianDropout
 
 
@@ -31,7 +31,7 @@ class DropoutTeacherModel(SplatBaseModel):
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         if training_callback_attributes.trainer is not None:
-            self.max_num_iterations = training_callback_attributes.trainer.config.max_num_iterations
+            self.max_num_iterations = planned_steps(training_callback_attributes.trainer)
         return super().get_training_callbacks(training_callback_attributes)
 
     def gaussians_for_render(self, crop_ids: Optional[torch.Tensor]) -> RenderGaussians:

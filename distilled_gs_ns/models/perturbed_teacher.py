@@ -8,7 +8,7 @@ from typing import Dict, List, Literal, Type
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
+from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig, planned_steps
 from distilled_gs_ns.regularization.perturbation import GaussianPerturbation, GradientTracker, PerturbationSchedule
 
 
@@ -16,11 +16,11 @@ from distilled_gs_ns.regularization.perturbation import GaussianPerturbation, Gr
 class PerturbedTeacherModelConfig(SplatBaseModelConfig):
     _target: Type = field(default_factory=lambda: PerturbedTeacherModel)
     perturb_start: float = 0.5
-    """First perturbation, as a fraction of max_num_iterations (paper: 15k of 30k)."""
+    """First perturbation, as a fraction of the run length (paper: 15k of 30k)."""
     perturb_stop: float = 25 / 30
-    """Last perturbation, as a fraction of max_num_iterations (paper: 25k of 30k)."""
+    """Last perturbation, as a fraction of the run length (paper: 25k of 30k)."""
     perturb_every: float = 1 / 30
-    """Interval between perturbations, as a fraction of max_num_iterations (paper: 1000 of 30k)."""
+    """Interval between perturbations, as a fraction of the run length (paper: 1000 of 30k)."""
     perturb_noise_scale: float = 0.1
     """Noise std per channel = this x max(1, mean |value|) over the Gaussians."""
     perturb_selection: Literal["clone_candidates", "all"] = "clone_candidates"
@@ -47,7 +47,7 @@ class PerturbedTeacherModel(SplatBaseModel):
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         trainer = training_callback_attributes.trainer
         if trainer is not None:
-            self.perturb_steps = self.schedule.steps(trainer.config.max_num_iterations)
+            self.perturb_steps = self.schedule.steps(planned_steps(trainer))
         return super().get_training_callbacks(training_callback_attributes)
 
     def step_post_backward(self, step: int) -> None:

@@ -61,6 +61,15 @@ def world_to_camera(camera_to_world: Tensor) -> Tensor:
     return view
 
 
+def planned_steps(trainer) -> int:
+    """The step a run ends at: schedules given as fractions of a run are fractions of this.
+
+    nerfstudio's `--max-num-iterations` counts the steps of this invocation, so a run resumed from
+    step S ends at S + max_num_iterations; a fresh run at max_num_iterations.
+    """
+    return int(getattr(trainer, "_start_step", 0)) + int(trainer.config.max_num_iterations)
+
+
 @dataclass
 class RenderGaussians:
     """What goes to the rasteriser for one view: activated attributes, one row per Gaussian."""
@@ -144,7 +153,14 @@ class SplatBaseModel(SplatfactoModel):
                 grid_Y=self.config.grid_shape[1],
                 grid_W=self.config.grid_shape[2],
             )
-        self.strategy = DefaultStrategy(
+        self.strategy = self.build_strategy()
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.info: Dict = {}
+
+    def strategy_settings(self) -> Dict[str, object]:
+        """gsplat DefaultStrategy arguments from splatfacto's densification settings."""
+        return dict(
             prune_opa=self.config.cull_alpha_thresh,
             grow_grad2d=self.config.densify_grad_thresh,
             grow_scale3d=self.config.densify_size_thresh,
@@ -161,9 +177,10 @@ class SplatBaseModel(SplatfactoModel):
             revised_opacity=False,
             verbose=False,
         )
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
-        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
-        self.info: Dict = {}
+
+    def build_strategy(self) -> DefaultStrategy:
+        """The densification strategy; subclasses may return a DefaultStrategy subclass."""
+        return DefaultStrategy(**self.strategy_settings())
 
     def _initial_points(self) -> Tuple[Tensor, Optional[Tensor]]:
         """Seed positions [N, 3] and colours [N, 3] in [0, 1] (None when there are no colours).
@@ -314,6 +331,43 @@ class SplatBaseModel(SplatfactoModel):
             sh_degree=sh_degree,
         )
 
+    def rasterize_view(
+        self,
+        gaussians: RenderGaussians,
+        camera: Cameras,
+        camera_to_world: Optional[Tensor] = None,
+        render_mode: Literal["RGB", "RGB+ED"] = "RGB",
+    ) -> Tuple[Tensor, Tensor, Dict]:
+        """Rasterise `gaussians` for one camera at its current resolution with this model's backend.
+
+        Returns gsplat's (render [1, H, W, C], alpha [1, H, W, 1], info); colours are premultiplied
+        (no background). `camera_to_world` overrides the camera's pose (e.g. after pose optimisation).
+        """
+        if self.config.rasterize_mode not in ("antialiased", "classic"):
+            raise ValueError(f"Unknown rasterize_mode: {self.config.rasterize_mode}")
+        pose = camera.camera_to_worlds if camera_to_world is None else camera_to_world
+        backend = self.raster_backend
+        extra = {"tile_size": self.config.cpu_tile_size} if backend == "torch" else {}
+        return rasterize(
+            backend,
+            means=gaussians.means,
+            quats=gaussians.quats,
+            scales=gaussians.scales,
+            opacities=gaussians.opacities,
+            colors=gaussians.colors,
+            viewmats=world_to_camera(pose.to(self.device)),
+            Ks=camera.get_intrinsics_matrices().to(self.device),
+            width=int(camera.width.item()),
+            height=int(camera.height.item()),
+            near_plane=0.01,
+            far_plane=1e10,
+            render_mode=render_mode,
+            sh_degree=gaussians.sh_degree,
+            absgrad=self.strategy.absgrad,
+            rasterize_mode=self.config.rasterize_mode,
+            **extra,
+        )
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         if not isinstance(camera, Cameras):
             raise TypeError(f"{type(self).__name__}.get_outputs expects Cameras, got {type(camera).__name__}")
@@ -332,37 +386,13 @@ class SplatBaseModel(SplatfactoModel):
 
         scale = self._get_downscale_factor()
         camera.rescale_output_resolution(1 / scale)
-        viewmat = world_to_camera(camera_to_world.to(self.device))
-        K = camera.get_intrinsics_matrices().to(self.device)
-        W, H = int(camera.width.item()), int(camera.height.item())
-        self.last_size = (H, W)
-        camera.rescale_output_resolution(scale)
-
-        if self.config.rasterize_mode not in ("antialiased", "classic"):
-            raise ValueError(f"Unknown rasterize_mode: {self.config.rasterize_mode}")
         render_mode = "RGB+ED" if self.config.output_depth_during_training or not self.training else "RGB"
-        gaussians = self.gaussians_for_render(crop_ids)
-        backend = self.raster_backend
-        extra = {"tile_size": self.config.cpu_tile_size} if backend == "torch" else {}
-        render, alpha, self.info = rasterize(
-            backend,
-            means=gaussians.means,
-            quats=gaussians.quats,
-            scales=gaussians.scales,
-            opacities=gaussians.opacities,
-            colors=gaussians.colors,
-            viewmats=viewmat,
-            Ks=K,
-            width=W,
-            height=H,
-            near_plane=0.01,
-            far_plane=1e10,
-            render_mode=render_mode,
-            sh_degree=gaussians.sh_degree,
-            absgrad=self.strategy.absgrad,
-            rasterize_mode=self.config.rasterize_mode,
-            **extra,
+        render, alpha, self.info = self.rasterize_view(
+            self.gaussians_for_render(crop_ids), camera, camera_to_world, render_mode
         )
+        camera.rescale_output_resolution(scale)
+        H, W = render.shape[1:3]
+        self.last_size = (H, W)
         if self.training and crop_ids is None:
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
 
