@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-CASES = [(100_000, 128), (1_000_000, 128), (100_000, 64), (1_000_000, 64)]
+CASES = [(10_000, 128), (100_000, 128), (1_000_000, 128), (100_000, 64), (1_000_000, 64)]
 
 
 def measure(num: int, resolution: int, repeats: int) -> dict:

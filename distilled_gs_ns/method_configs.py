@@ -5,6 +5,7 @@ Kept to config construction only: importing this module builds no model and touc
 
 from nerfstudio.plugins.types import MethodSpecification
 
+from distilled_gs_ns.configs.student import student as student_config
 from distilled_gs_ns.configs.teachers import dropout_teacher, perturbed_teacher, standard_teacher
 
 teacher = MethodSpecification(
@@ -18,4 +19,8 @@ teacher_perturbed = MethodSpecification(
 teacher_dropout = MethodSpecification(
     config=dropout_teacher(),
     description="Distilled-3DGS teacher trained with random Gaussian dropout",
+)
+student = MethodSpecification(
+    config=student_config(),
+    description="Distilled-3DGS student: a splat with ~12% of the teachers' Gaussians, distilled from their renders",
 )

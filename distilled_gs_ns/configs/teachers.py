@@ -6,6 +6,8 @@ only in their model config.
 
 from __future__ import annotations
 
+from typing import Type
+
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -48,7 +50,10 @@ def splat_optimizers(max_steps: int = MAX_ITERATIONS) -> dict:
     }
 
 
-def splat_trainer_config(method_name: str, model: SplatBaseModelConfig) -> SplatTrainerConfig:
+def splat_trainer_config(
+    method_name: str, model: SplatBaseModelConfig, pipeline: Type[SplatPipelineConfig] = SplatPipelineConfig
+) -> SplatTrainerConfig:
+    """splatfacto 1.1.5's trainer settings around `model`, with this package's pipeline and checks."""
     return SplatTrainerConfig(
         method_name=method_name,
         steps_per_eval_image=100,
@@ -57,7 +62,7 @@ def splat_trainer_config(method_name: str, model: SplatBaseModelConfig) -> Splat
         steps_per_eval_all_images=1000,
         max_num_iterations=MAX_ITERATIONS,
         mixed_precision=False,
-        pipeline=SplatPipelineConfig(
+        pipeline=pipeline(
             datamanager=FullImageDatamanagerConfig(
                 dataparser=NerfstudioDataParserConfig(load_3D_points=True),
                 cache_images_type="uint8",

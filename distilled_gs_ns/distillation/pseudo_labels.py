@@ -1,0 +1,102 @@
+"""Fused teacher renders ("pseudo-labels"), rendered once and cached for the whole student run.
+
+Each label is stored like a ground-truth image with straight alpha (RGBA, uint8 or float16, on the
+CPU): the teachers' premultiplied colours and alphas are averaged (a linear, order-free fusion) and
+un-premultiplied. The student composites a label with its own background exactly as it does the
+ground truth, so the label stays right whatever background the student trains with, and it is
+downscaled with the same resolution schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Literal, Optional, Sequence
+
+import torch
+from rich.progress import track
+from torch import Tensor
+
+from nerfstudio.cameras.cameras import Cameras
+
+from distilled_gs_ns.distillation.teachers import Teacher
+from distilled_gs_ns.errors import UserInputError
+
+LabelDtype = Literal["uint8", "float16"]
+
+
+@dataclass
+class PseudoLabels:
+    """One fused RGBA label per camera; index with the camera's position in its Cameras."""
+
+    images: List[Tensor]  # [H, W, 4] each, straight alpha
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.images[index]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(image.numel() * image.element_size() for image in self.images)
+
+
+def fusion_weights(num_teachers: int, weights: Optional[Sequence[float]]) -> Tensor:
+    """Per-teacher weights summing to 1: the plain mean (paper) unless weights are given."""
+    if weights is None:
+        return torch.full((num_teachers,), 1.0 / num_teachers)
+    if len(weights) != num_teachers:
+        raise UserInputError(f"pipeline.teacher-weights has {len(weights)} values for {num_teachers} teachers")
+    w = torch.tensor([float(x) for x in weights])
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise UserInputError(f"pipeline.teacher-weights must be finite, >= 0 and not all 0, got {list(weights)}")
+    return w / w.sum()
+
+
+@torch.no_grad()
+def render_pseudo_labels(
+    teachers: Sequence[Teacher],
+    cameras: Cameras,
+    weights: Tensor,
+    dtype: LabelDtype = "uint8",
+    description: str = "rendering teacher pseudo-labels",
+) -> PseudoLabels:
+    """Render every camera with every teacher at full resolution and fuse the renders."""
+    images = []
+    for index in track(range(cameras.shape[0]), description=description, transient=True):
+        premultiplied: Optional[Tensor] = None
+        alpha: Optional[Tensor] = None
+        for weight, teacher in zip(weights.tolist(), teachers):
+            model = teacher.model
+            render, coverage, _ = model.rasterize_view(model.gaussians_for_render(None), cameras[index : index + 1])
+            rgb = render[0, ..., :3].clamp(0.0, 1.0) * weight
+            acc = coverage[0].clamp(0.0, 1.0) * weight
+            premultiplied = rgb if premultiplied is None else premultiplied + rgb
+            alpha = acc if alpha is None else alpha + acc
+        assert premultiplied is not None and alpha is not None
+        straight = torch.where(alpha > 1e-4, premultiplied / alpha.clamp(min=1e-4), torch.zeros_like(premultiplied))
+        images.append(_store(torch.cat([straight.clamp(0.0, 1.0), alpha], dim=-1).cpu(), dtype))
+    return PseudoLabels(images)
+
+
+def _store(rgba: Tensor, dtype: LabelDtype) -> Tensor:
+    if dtype == "uint8":
+        return (rgba * 255.0).round().to(torch.uint8)
+    return rgba.to(torch.float16)
+
+
+def jittered_cameras(cameras: Cameras, count: int, jitter: float, seed: int = 0) -> Cameras:
+    """`count` cameras near the training views: a training pose moved by Gaussian noise.
+
+    The noise std is `jitter` times the median distance of the cameras from their centroid, so it
+    scales with the capture; orientation and intrinsics are the source view's.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    source = torch.arange(count) % cameras.shape[0]
+    chosen = cameras[source]
+    centres = cameras.camera_to_worlds[:, :3, 3]
+    spread = (centres - centres.mean(dim=0)).norm(dim=-1).median()
+    poses = chosen.camera_to_worlds.clone()
+    poses[:, :3, 3] += torch.randn(count, 3, generator=generator).to(poses) * jitter * spread
+    chosen.camera_to_worlds = poses
+    return chosen

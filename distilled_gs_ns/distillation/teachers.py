@@ -1,0 +1,178 @@
+"""Load trained teacher splats from their `config.yml`, check them, and freeze them for distillation.
+
+A teacher is any splat run of this plugin or nerfstudio's splatfacto. Only its Gaussians are loaded
+(no datamanager, no images); it is rendered through this package's splat base, so splatfacto
+teachers render on CPU too. Each check below turns what would otherwise be a crash deep in training
+(or, worse, silently wrong pseudo-labels) into one sentence naming the teacher.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import List, Sequence
+
+import torch
+import yaml
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.models.splatfacto import SplatfactoModelConfig
+
+from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
+
+REFERENCE_METHODS = ("distilled-3dgs-teacher", "splatfacto", "splatfacto-big")
+"""Methods that count as the "standard" teacher (the student's budget and structure reference)."""
+
+
+@dataclass
+class Teacher:
+    """A frozen teacher: its model in eval mode, without gradients, at its checkpoint's step."""
+
+    config_path: Path
+    method_name: str
+    checkpoint: Path
+    model: SplatBaseModel
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.model.num_points)
+
+
+def config_file(path: Path) -> Path:
+    """A run folder stands for its config.yml."""
+    path = Path(path)
+    return path / "config.yml" if path.is_dir() else path
+
+
+def read_teacher_config(path: Path) -> TrainerConfig:
+    """The teacher's run config, checked to be a splat run."""
+    if not path.exists():
+        raise UserInputError(f"teacher config {path} does not exist: pass the config.yml written by ns-train")
+    try:
+        config = yaml.load(path.read_text(), Loader=yaml.Loader)
+    except Exception as error:  # any YAML, decoding or class-resolution failure means "unreadable"
+        raise UserInputError(f"cannot read teacher config {path}: {type(error).__name__}: {error}") from None
+    if not isinstance(config, TrainerConfig):
+        raise UserInputError(f"teacher config {path} is not a run config written by ns-train")
+    model = getattr(config.pipeline, "model", None)
+    if not isinstance(model, SplatfactoModelConfig):
+        raise UserInputError(
+            f"teacher {path} is a {type(model).__name__} run ({config.method_name}), not a Gaussian splat: teachers "
+            "must be distilled-3dgs-teacher* or splatfacto runs"
+        )
+    return config
+
+
+def check_same_cameras(path: Path, config: TrainerConfig, cameras: Cameras) -> None:
+    """Refuse a teacher trained on other data: its training cameras must be the student's.
+
+    Compares count, image sizes and poses (after each run's dataparser), so the same images under a
+    different orientation or centring setting are caught too: their pseudo-labels would be rendered
+    from the wrong viewpoints.
+    """
+    dataparser = copy.deepcopy(config.pipeline.datamanager.dataparser)
+    data = getattr(config.pipeline.datamanager, "data", None)
+    if data is not None:  # what nerfstudio's datamanager does with --data
+        dataparser.data = data
+    if not Path(dataparser.data).exists():
+        raise UserInputError(f"teacher {path} was trained on {dataparser.data}, which no longer exists")
+    teacher_cameras = dataparser.setup().get_dataparser_outputs(split="train").cameras
+    if teacher_cameras.shape[0] != cameras.shape[0]:
+        raise UserInputError(
+            f"teacher {path} was trained on other data: {teacher_cameras.shape[0]} training cameras, the student has "
+            f"{cameras.shape[0]}"
+        )
+    same_size = torch.equal(teacher_cameras.width.cpu(), cameras.width.cpu()) and torch.equal(
+        teacher_cameras.height.cpu(), cameras.height.cpu()
+    )
+    if not same_size:
+        raise UserInputError(
+            f"teacher {path} was trained on other data: its images are {int(teacher_cameras.width[0])}x"
+            f"{int(teacher_cameras.height[0])}, the student's {int(cameras.width[0])}x{int(cameras.height[0])} "
+            "(different image downscale?)"
+        )
+    offset = (teacher_cameras.camera_to_worlds.cpu() - cameras.camera_to_worlds.cpu()).abs().max()
+    if offset > 1e-4:
+        raise UserInputError(
+            f"teacher {path} was trained on other data or other dataparser settings: its camera poses differ from "
+            f"the student's by up to {float(offset):.3g}"
+        )
+
+
+def latest_checkpoint(path: Path) -> Path:
+    """Newest step-*.ckpt beside the teacher's config (independent of the directory ns-train ran in)."""
+    folder = path.parent / "nerfstudio_models"
+    checkpoints = sorted(folder.glob("step-*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    if not checkpoints:
+        raise UserInputError(f"teacher {path} has no checkpoint in {folder}: train it first")
+    return checkpoints[-1]
+
+
+def build_teacher(path: Path, config: TrainerConfig, cameras: Cameras, device: torch.device | str) -> Teacher:
+    """Instantiate the teacher's Gaussians from its latest checkpoint, frozen, on `device`."""
+    checkpoint = latest_checkpoint(path)
+    try:
+        state = torch.load(checkpoint, map_location="cpu")
+    except Exception as error:
+        raise UserInputError(f"cannot read teacher checkpoint {checkpoint}: {type(error).__name__}: {error}") from None
+    prefix = re.compile(r"^_model\.(module\.)?gauss_params\.")
+    gaussians = {prefix.sub("gauss_params.", k): v for k, v in state["pipeline"].items() if prefix.match(k)}
+    if "gauss_params.means" not in gaussians:
+        raise UserInputError(f"teacher checkpoint {checkpoint} holds no Gaussians")
+
+    # The scene box only places the few throw-away seeds of _render_config.
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    model = _render_config(config.pipeline.model).setup(scene_box=box, num_train_data=cameras.shape[0], metadata={})
+    model.load_state_dict(gaussians, strict=False)
+    model.update_to_step(int(state.get("step", 0)))  # renders with every SH band it has learnt
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return Teacher(config_path=Path(path), method_name=config.method_name, checkpoint=checkpoint, model=model)
+
+
+def _render_config(model: SplatfactoModelConfig) -> SplatBaseModelConfig:
+    """The teacher's model settings on this package's splat base (which also renders on CPU).
+
+    Rendering only needs the Gaussians, SH degree and rasterisation mode; training-only behaviour of
+    the teacher's own class (dropout, perturbation) is off at render time anyway. A handful of seeds
+    keeps construction cheap: the checkpoint replaces them.
+    """
+    values = {f.name: getattr(model, f.name) for f in fields(SplatfactoModelConfig) if f.init and f.name != "_target"}
+    values.update(num_random=8, random_init=True)
+    return SplatBaseModelConfig(**copy.deepcopy(values))
+
+
+def read_teacher_configs(paths: Sequence[Path]) -> List[TrainerConfig]:
+    """Every teacher's run config, checked (cheap: no data, no checkpoint is read)."""
+    if not paths:
+        raise UserInputError(
+            "distillation needs at least one teacher: pass --pipeline.teachers T1/config.yml [T2/config.yml ...] "
+            "(runs of distilled-3dgs-teacher, -perturbed, -dropout or splatfacto). A no-distillation baseline "
+            "instead sets pipeline.model.kd-weight 0, structure-weight 0 and max-gaussians"
+        )
+    return [read_teacher_config(config_file(p)) for p in paths]
+
+
+def load_teachers(paths: Sequence[Path], cameras: Cameras, device: torch.device | str) -> List[Teacher]:
+    """Read, check and load every teacher; all checks run before any teacher is built.
+
+    `cameras` are the student's training cameras as its dataparser produced them.
+    """
+    configs = read_teacher_configs(paths)
+    files = [config_file(p) for p in paths]
+    for file, config in zip(files, configs):
+        check_same_cameras(file, config, cameras)
+    return [build_teacher(f, c, cameras, device) for f, c in zip(files, configs)]
+
+
+def reference_teacher(teachers: Sequence[Teacher]) -> Teacher:
+    """The standard teacher: the first plain 3DGS run, else the first teacher given."""
+    for teacher in teachers:
+        if teacher.method_name in REFERENCE_METHODS:
+            return teacher
+    return teachers[0]

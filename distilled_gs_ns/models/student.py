@@ -1,0 +1,205 @@
+"""Distilled-3DGS student: a splat with a fraction of the teachers' Gaussians.
+
+It trains on ground truth plus the teachers' fused renders (`pseudo_label` in the batch, added by
+the distillation pipeline), keeps its Gaussians distributed like the standard teacher's through the
+structure loss, and ends at its Gaussian budget (see distillation/budget.py for the schedule).
+Everything teacher-related is handed over by the pipeline at the start of training; a loaded
+student (ns-viewer, ns-export, ns-eval) is a plain splat and needs no teacher.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Literal, Optional, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+from torch.nn import Parameter
+
+from distilled_gs_ns.distillation.budget import BudgetedStrategy, least_important, sample_by_importance
+from distilled_gs_ns.distillation.importance import blending_importance
+from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.losses.photometric import photometric_loss
+from distilled_gs_ns.losses.structure import StructureLoss
+from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModel, SplatBaseModelConfig, planned_steps
+
+
+@dataclass
+class StudentModelConfig(SplatBaseModelConfig):
+    _target: Type = field(default_factory=lambda: StudentModel)
+    target_fraction: float = 0.12
+    """Gaussian budget as a fraction of the standard teacher's count (paper: about 12% on average)."""
+    max_gaussians: Optional[int] = None
+    """Absolute Gaussian budget; overrides target_fraction when set."""
+    initialisation: Literal["seeds", "teacher"] = "seeds"
+    """'seeds': the data's point cloud or random seeds, like any 3DGS (paper). 'teacher': the standard
+    teacher's most important Gaussians (accumulated blending weight), as many as the budget."""
+    growth_cap: float = 2.0
+    """Densification never grows the student beyond growth_cap x budget Gaussians."""
+    sample_at: float = 0.5
+    """When densification stops and the student is sampled down by importance, as a fraction of
+    the run (official code: 15k of 30k)."""
+    prune_tail_at: float = 2 / 3
+    """When the lowest-importance tail is dropped to reach the budget exactly, as a fraction of
+    the run (official code: 20k of 30k)."""
+    tail_fraction: float = 0.05
+    """The importance sampling keeps budget x (1 + tail_fraction) Gaussians; the tail drop removes the excess."""
+    kd_weight: float = 1.0
+    """Weight of the (1-l) L1 + l (1-SSIM) loss against the teachers' fused render (paper: 1)."""
+    structure_weight: float = 1.0
+    """Weight of the voxel-histogram structure loss against the standard teacher's centres (paper: 1)."""
+    structure_resolution: int = 128
+    """Voxels per axis of the structure loss histogram (paper: 128)."""
+
+    @property
+    def needs_teachers(self) -> bool:
+        """False only for the no-distillation baseline: no teacher terms, a fixed budget, seed init."""
+        return (
+            self.kd_weight > 0
+            or self.structure_weight > 0
+            or self.max_gaussians is None
+            or self.initialisation == "teacher"
+        )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks = {
+            "target_fraction": 0 < self.target_fraction <= 1,
+            "max_gaussians": self.max_gaussians is None or self.max_gaussians > 0,
+            "growth_cap": math.isfinite(self.growth_cap) and self.growth_cap >= 1,
+            "sample_at": 0 < self.sample_at < 1,
+            "prune_tail_at": self.sample_at < self.prune_tail_at <= 1,
+            "tail_fraction": 0 <= self.tail_fraction < 1,
+            "kd_weight": math.isfinite(self.kd_weight) and self.kd_weight >= 0,
+            "structure_weight": math.isfinite(self.structure_weight) and self.structure_weight >= 0,
+            "structure_resolution": 2 <= self.structure_resolution <= 512,
+        }
+        rules = {
+            "target_fraction": "in (0, 1]",
+            "max_gaussians": "positive",
+            "growth_cap": "a finite number >= 1",
+            "sample_at": "in (0, 1)",
+            "prune_tail_at": "in (sample_at, 1]",
+            "tail_fraction": "in [0, 1)",
+            "kd_weight": "a finite number >= 0",
+            "structure_weight": "a finite number >= 0",
+            "structure_resolution": "between 2 and 512",
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise UserInputError(f"pipeline.model.{name} must be {rules[name]}, got {getattr(self, name)}")
+
+
+class StudentModel(SplatBaseModel):
+    config: StudentModelConfig
+    strategy: BudgetedStrategy
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        self.budget: Optional[int] = None
+        self.structure_loss: Optional[StructureLoss] = None
+        self.sample_step: Optional[int] = None
+        self.tail_step: Optional[int] = None
+        self.train_cameras: Optional[Cameras] = None
+
+    def build_strategy(self) -> BudgetedStrategy:
+        return BudgetedStrategy(**self.strategy_settings())
+
+    # ------------------------------------------------------------------ set-up by the pipeline
+
+    def set_budget(self, reference_count: Optional[int]) -> int:
+        """Fix the budget (max_gaussians, else target_fraction of the standard teacher's count)."""
+        if self.config.max_gaussians is not None:
+            budget = self.config.max_gaussians
+        elif reference_count is not None:
+            budget = max(1, round(self.config.target_fraction * reference_count))
+        else:
+            raise UserInputError("the student's budget needs a teacher's Gaussian count or pipeline.model.max-gaussians")
+        self.budget = budget
+        self.strategy.max_count = math.ceil(self.config.growth_cap * budget)
+        return budget
+
+    def set_structure_reference(self, teacher_means: Tensor) -> None:
+        """The standard teacher's centres fix the structure loss's grid and target histogram."""
+        if self.config.structure_weight > 0:
+            self.structure_loss = StructureLoss(teacher_means.detach(), self.config.structure_resolution).to(self.device)
+
+    @torch.no_grad()
+    def initialise_from(self, gaussians: Dict[str, Tensor], importance: Tensor) -> None:
+        """Start from the `budget` most important of a teacher's Gaussians (all their attributes).
+
+        SH bands the two configurations do not share are dropped or start at zero.
+        """
+        assert self.budget is not None, "set_budget first"
+        keep = torch.topk(importance, min(self.budget, importance.shape[0])).indices.to(gaussians["means"].device)
+        for name in GAUSSIAN_PARAMS:
+            value = gaussians[name][keep].to(self.device)
+            if name == "features_rest":
+                bands = self.gauss_params[name].shape[1]
+                rest = value.new_zeros((value.shape[0], bands, 3))
+                shared = min(bands, value.shape[1])
+                rest[:, :shared] = value[:, :shared]
+                value = rest
+            self.gauss_params[name] = Parameter(value.contiguous())
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    # ------------------------------------------------------------------ training
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        trainer = training_callback_attributes.trainer
+        pipeline = training_callback_attributes.pipeline
+        if trainer is not None:
+            total = planned_steps(trainer)
+            self.sample_step = max(1, round(self.config.sample_at * total))
+            self.tail_step = max(self.sample_step + 1, round(self.config.prune_tail_at * total))
+            # No densification (nor its opacity resets and pruning) once the budget schedule starts.
+            self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, self.sample_step)
+        if pipeline is not None:
+            self.train_cameras = pipeline.datamanager.train_dataset.cameras
+        return super().get_training_callbacks(training_callback_attributes)
+
+    def step_post_backward(self, step: int) -> None:
+        super().step_post_backward(step)
+        if self.budget is None:
+            return
+        if step == self.sample_step:
+            self.reduce_to(math.ceil(self.budget * (1 + self.config.tail_fraction)), by="sampling", step=step)
+        elif step == self.tail_step:
+            self.reduce_to(self.budget, by="tail", step=step)
+
+    @torch.no_grad()
+    def reduce_to(self, count: int, by: Literal["sampling", "tail"], step: int) -> None:
+        """Remove Gaussians down to `count` by importance: a weighted draw, or dropping the least important."""
+        from gsplat.strategy.ops import remove
+
+        before = self.num_points
+        if before <= count:
+            CONSOLE.log(f"step {step}: student has {before} Gaussians, within its budget ({count}); nothing removed")
+            return
+        if self.train_cameras is None:
+            raise RuntimeError("the student needs the training cameras to measure importance")
+        importance = blending_importance(self, self.train_cameras, description=f"importance ({by})")
+        if by == "sampling":
+            drop = torch.ones(before, dtype=torch.bool, device=importance.device)
+            drop[sample_by_importance(importance, count)] = False
+        else:
+            drop = least_important(importance, count)
+        remove(params=self.gauss_params, optimizers=self.optimizers, state=self.strategy_state, mask=drop)
+        CONSOLE.log(f"step {step}: importance {by} kept {self.num_points} of {before} Gaussians (budget {self.budget})")
+
+    def extra_losses(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        losses: Dict[str, Tensor] = {}
+        if not self.training:
+            return losses
+        if "pseudo_label" in batch and self.config.kd_weight > 0:
+            label = self.composite_with_background(self.get_gt_img(batch["pseudo_label"]), outputs["background"])
+            losses["distill_loss"] = self.config.kd_weight * photometric_loss(
+                outputs["rgb"], label, self.ssim, self.config.ssim_lambda
+            )
+        if self.structure_loss is not None:
+            losses["structure_loss"] = self.config.structure_weight * self.structure_loss(self.means)
+        return losses

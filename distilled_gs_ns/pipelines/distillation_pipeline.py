@@ -1,0 +1,139 @@
+"""The Distilled-3DGS student's pipeline: teachers in, cached pseudo-labels out, then ordinary training.
+
+Teachers are read only when training (`test_mode == "val"`, the trainer's): ns-viewer, ns-export and
+ns-eval of the student build this pipeline in "test"/"inference" mode and never look at the
+teachers' files. When training, the teachers are checked, rendered once into pseudo-labels and
+dropped again: they never enter the student's state_dict, parameter groups or device memory
+beyond set-up. Each training batch then carries its view's fused label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Tuple, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from distilled_gs_ns.distillation.importance import blending_importance
+from distilled_gs_ns.distillation.pseudo_labels import (
+    LabelDtype,
+    PseudoLabels,
+    fusion_weights,
+    jittered_cameras,
+    render_pseudo_labels,
+)
+from distilled_gs_ns.distillation.teachers import load_teachers, read_teacher_configs, reference_teacher
+from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.models.student import StudentModel
+from distilled_gs_ns.pipelines.splat_pipeline import SplatPipeline, SplatPipelineConfig
+
+
+@dataclass
+class DistillationPipelineConfig(SplatPipelineConfig):
+    _target: Type = field(default_factory=lambda: DistillationPipeline)
+    teachers: Tuple[Path, ...] = ()
+    """config.yml of each trained teacher (distilled-3dgs-teacher*, splatfacto), trained on the same
+    data. Read only when training the student."""
+    teacher_weights: Optional[Tuple[float, ...]] = None
+    """Weight of each teacher in the fused pseudo-label, in --pipeline.teachers order (normalised to
+    sum 1). Default: the plain mean (paper)."""
+    pseudo_label_dtype: LabelDtype = "uint8"
+    """Storage of the cached pseudo-labels (CPU memory): uint8 like the ground truth, or float16."""
+    pseudo_views: int = 0
+    """Extra cameras jittered around the training views, rendered by the teachers once; no ground
+    truth there, the student learns them from the fused render only. 0 disables them (default: on
+    the demo scene they did not help; see docs/student.md)."""
+    pseudo_view_jitter: float = 0.05
+    """Std of the pseudo-view position offset, as a fraction of the cameras' spread."""
+    pseudo_view_every: int = 4
+    """With pseudo-views, one training step in this many uses a pseudo-view instead of a real one."""
+
+    def __post_init__(self) -> None:
+        if self.pseudo_views < 0:
+            raise UserInputError(f"pipeline.pseudo-views must be >= 0, got {self.pseudo_views}")
+        if self.pseudo_view_every < 2:
+            raise UserInputError(f"pipeline.pseudo-view-every must be >= 2, got {self.pseudo_view_every}")
+        if not 0 <= self.pseudo_view_jitter < 10:
+            raise UserInputError(f"pipeline.pseudo-view-jitter must be in [0, 10), got {self.pseudo_view_jitter}")
+
+
+class DistillationPipeline(SplatPipeline):
+    config: DistillationPipelineConfig
+    model: StudentModel
+
+    def __init__(
+        self,
+        config: DistillationPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[torch.cuda.amp.GradScaler] = None,
+    ) -> None:
+        training = test_mode == "val"
+        needs_teachers = getattr(config.model, "needs_teachers", True)
+        if training and (config.teachers or needs_teachers):  # the cheap checks, before any data is loaded
+            read_teacher_configs(config.teachers)
+            fusion_weights(len(config.teachers), config.teacher_weights)
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        self.pseudo_labels: Optional[PseudoLabels] = None
+        self.pseudo_cameras: Optional[Cameras] = None
+        self.pseudo_view_labels: Optional[PseudoLabels] = None
+        if training:
+            if not isinstance(self.model, StudentModel):
+                raise UserInputError("the distillation pipeline trains a distilled-3dgs-student model only")
+            self._prepare_distillation()
+
+    @torch.no_grad()
+    def _prepare_distillation(self) -> None:
+        if not self.config.teachers:  # the no-distillation baseline (see StudentModelConfig.needs_teachers)
+            budget = self.model.set_budget(None)
+            CONSOLE.log(f"no teachers: training to a budget of {budget} Gaussians without distillation")
+            return
+        dataparser_cameras = self.datamanager.train_dataparser_outputs.cameras
+        teachers = load_teachers(self.config.teachers, dataparser_cameras, self.device)
+        reference = reference_teacher(teachers)
+        budget = self.model.set_budget(reference.num_gaussians)
+        counts = ", ".join(f"{t.method_name} {t.num_gaussians}" for t in teachers)
+        CONSOLE.log(
+            f"teachers: {counts}; budget {budget} Gaussians "
+            f"({budget / reference.num_gaussians:.1%} of {reference.method_name}, {reference.config_path})"
+        )
+        self.model.set_structure_reference(reference.model.means)
+        cameras = self.datamanager.train_dataset.cameras
+        if self.model.config.initialisation == "teacher":
+            importance = blending_importance(reference.model, cameras, description="teacher importance")
+            self.model.initialise_from(dict(reference.model.gauss_params.items()), importance)
+            CONSOLE.log(f"student starts from the {self.model.num_points} most important teacher Gaussians")
+
+        weights = fusion_weights(len(teachers), self.config.teacher_weights)
+        dtype = self.config.pseudo_label_dtype
+        if self.model.config.kd_weight > 0:
+            self.pseudo_labels = render_pseudo_labels(teachers, cameras, weights, dtype)
+            CONSOLE.log(f"pseudo-labels: {len(self.pseudo_labels)} views cached, {self.pseudo_labels.nbytes / 2**20:.1f} MiB ({dtype})")
+        if self.config.pseudo_views > 0:
+            self.pseudo_cameras = jittered_cameras(cameras, self.config.pseudo_views, self.config.pseudo_view_jitter)
+            self.pseudo_view_labels = render_pseudo_labels(
+                teachers, self.pseudo_cameras, weights, dtype, description="rendering pseudo-views"
+            )
+            CONSOLE.log(
+                f"pseudo-views: {len(self.pseudo_view_labels)} cached, {self.pseudo_view_labels.nbytes / 2**20:.1f} MiB"
+            )
+
+    def get_train_loss_dict(self, step: int):
+        if self.pseudo_view_labels is not None and step % self.config.pseudo_view_every == 0:
+            assert self.pseudo_cameras is not None
+            index = (step // self.config.pseudo_view_every) % len(self.pseudo_view_labels)
+            camera = self.pseudo_cameras[index : index + 1].to(self.device)
+            batch = {"image": self.pseudo_view_labels[index].to(self.device), "image_idx": -1}
+        else:
+            camera, batch = self.datamanager.next_train(step)
+            if self.pseudo_labels is not None:
+                batch["pseudo_label"] = self.pseudo_labels[int(batch["image_idx"])].to(self.device)
+        model_outputs = self._model(camera)
+        metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
+        loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
+        return model_outputs, loss_dict, metrics_dict
