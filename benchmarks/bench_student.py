@@ -1,0 +1,162 @@
+"""Distilled-3DGS on the demo scene: the demo's table as JSON, plus the student's per-step cost.
+
+Runs (or reuses, when finished with the same settings) the demo's stages: three teachers, the
+student and the same-budget baseline, each through the real ns-train / ns-export / ns-eval. Then
+compares the student's per-step training time with the baseline's over the steps where both hold
+the same number of Gaussians (after the final tail drop; nerfstudio's own per-step timer, from each
+run's tensorboard events), and times the trained student in process with and without its
+distillation terms on the same view, which isolates what distillation adds to a step (target
+<= 1.1x: pseudo-labels are cached, not rendered per step).
+
+With `--variants`, the ablation students of VARIANTS are trained for the same steps as well.
+
+Usage: python benchmarks/bench_student.py [--steps 3000] [--runs DIR] [--out PATH] [--variants]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List
+
+
+VARIANTS = {
+    "ablate-paper-defaults": [],
+    "ablate-no-structure": ["--pipeline.model.structure-weight", "0"],
+    "ablate-no-kd": ["--pipeline.model.kd-weight", "0"],
+    "ablate-teacher-init-g32": ["--pipeline.model.structure-resolution", "32", "--pipeline.model.initialisation", "teacher"],
+    "ablate-pv-no-structure": ["--pipeline.model.structure-weight", "0", "--pipeline.pseudo-views", "87"],
+}
+"""Students beside the demo's (which uses a 32^3 structure grid): the paper's defaults (128^3), each
+loss term removed, initialisation from the teacher, pseudo-views (one jittered camera per training
+view, one step in four)."""
+
+
+def step_times(run_dir: Path) -> Dict[int, float]:
+    """{step: seconds} and Gaussian counts from a run's tensorboard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = sorted(run_dir.glob("events.out.tfevents.*"))
+    if not events:
+        raise SystemExit(f"no tensorboard events in {run_dir}")
+    accumulator = EventAccumulator(str(events[-1]), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {e.step: e.value for e in accumulator.Scalars("Train Iter (time)")}
+
+
+def gaussian_counts(run_dir: Path) -> Dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(sorted(run_dir.glob("events.out.tfevents.*"))[-1]), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {e.step: e.value for e in accumulator.Scalars("Train Metrics Dict/gaussian_count")}
+
+
+def compare_step_times(student_dir: Path, baseline_dir: Path, from_step: int) -> Dict[str, float]:
+    student, baseline = step_times(student_dir), step_times(baseline_dir)
+    steps: List[int] = sorted(s for s in student if s >= from_step and s in baseline)
+    student_ms = statistics.median(student[s] for s in steps) * 1e3
+    baseline_ms = statistics.median(baseline[s] for s in steps) * 1e3
+    counts_s, counts_b = gaussian_counts(student_dir), gaussian_counts(baseline_dir)
+    return {
+        "from_step": from_step,
+        "steps_compared": len(steps),
+        "student_ms": student_ms,
+        "baseline_ms": baseline_ms,
+        "ratio": student_ms / baseline_ms,
+        "student_gaussians": counts_s[max(counts_s)],
+        "baseline_gaussians": counts_b[max(counts_b)],
+    }
+
+
+def distillation_overhead(config: Path, repeats: int = 40) -> Dict[str, float]:
+    """Forward + loss + backward of the trained student, with and without its distillation terms.
+
+    Same Gaussians, same view: the difference is exactly what distillation adds to a step (the
+    loss against the cached label and the structure loss). Comparing whole runs instead mixes in
+    layout effects: two models with the same count but different Gaussian sizes rasterise at
+    different speeds.
+    """
+    import time
+
+    import torch
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from distilled_gs_ns.losses.structure import StructureLoss
+
+    _, pipeline, _, step = eval_setup(config, test_mode="test")
+    model = pipeline.model
+    model.train()
+    model.step = step
+    camera, batch = pipeline.datamanager.next_train(0)
+    structure = StructureLoss(model.means.detach(), model.config.structure_resolution)
+    label = batch["image"].clone()  # stands in for the cached pseudo-label (same size and dtype)
+
+    def timed(distil: bool) -> float:
+        model.structure_loss = structure if distil else None
+        data = dict(batch, pseudo_label=label) if distil else dict(batch)
+        start = time.perf_counter()
+        outputs = model.get_outputs(camera)
+        loss = sum(model.get_loss_dict(outputs, data).values())
+        loss.backward()
+        elapsed = time.perf_counter() - start
+        model.zero_grad(set_to_none=True)
+        return elapsed
+
+    times: Dict[bool, List[float]] = {False: [], True: []}
+    with torch.enable_grad():
+        for i in range(repeats + 2):
+            for distil in (False, True):
+                t = timed(distil)
+                if i >= 2:
+                    times[distil].append(t)
+    plain, distilled = statistics.median(times[False]) * 1e3, statistics.median(times[True]) * 1e3
+    return {"gaussians": model.num_points, "plain_ms": plain, "distilled_ms": distilled, "ratio": distilled / plain}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--runs", type=Path, default=Path("demo_outputs"), help="demo output folder (reused)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/student.json"))
+    parser.add_argument("--variants", action="store_true", help="also train the pseudo-view and teacher-init students")
+    args = parser.parse_args()
+
+    from distilled_gs_ns.cli.demo import STUDENT, format_table, train_and_report
+    from distilled_gs_ns.cli.demo import main as demo
+
+    demo(["--steps", str(args.steps), "--output-dir", str(args.runs)])
+    summary = json.loads((args.runs / "results.json").read_text())
+    if args.variants:
+        device = summary["results"][0]["device"]
+        teachers = [r["config"] for r in summary["results"][:3]]
+        rows = [
+            train_and_report(name, STUDENT, args.runs.resolve(), args.steps, device, ["--pipeline.teachers", *teachers, *flags])
+            for name, flags in VARIANTS.items()
+        ]
+        summary["variants"] = [asdict(r) for r in rows]
+        print("\nStudent variants:\n" + format_table(rows))
+    tail_step = round(2 / 3 * args.steps) + 1  # StudentModelConfig.prune_tail_at: counts are final from here
+    runs = {r["name"]: Path(r["config"]).parent for r in summary["results"]}
+    timing = compare_step_times(runs["student"], runs["baseline"], tail_step)
+    overhead = distillation_overhead(runs["student"] / "config.yml")
+    result = {"demo": summary, "step_time": timing, "distillation_overhead": overhead}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(
+        "\n| per-step time (median, steps >= {from_step}) | student | baseline | ratio |\n|---|---|---|---|\n"
+        "| ms ({student_gaussians:.0f} vs {baseline_gaussians:.0f} Gaussians) | {student_ms:.1f} | {baseline_ms:.1f} "
+        "| {ratio:.2f}x |".format(**timing)
+    )
+    print(
+        "\n| same student, same view | without distillation terms | with | ratio |\n|---|---|---|---|\n"
+        "| fwd+loss+bwd ms ({gaussians} Gaussians) | {plain_ms:.1f} | {distilled_ms:.1f} | {ratio:.2f}x |".format(**overhead)
+    )
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
