@@ -20,7 +20,7 @@ from distilled_gs_ns.models.anchors import (
     spawn_gaussians,
     visible,
 )
-from distilled_gs_ns.models.splat_base import world_to_camera
+from distilled_gs_ns.rendering.cameras import world_to_camera
 from distilled_gs_ns.rendering import rasterize
 from tests.toy_models import look_at
 

@@ -15,7 +15,7 @@ from distilled_gs_ns.blocks.ground_plane import detect_up_axis, ground_basis
 from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
 from distilled_gs_ns.blocks.partition import BlockPartition
 from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics, block_weights
-from distilled_gs_ns.models.splat_base import world_to_camera
+from distilled_gs_ns.rendering.cameras import world_to_camera
 
 Z = torch.tensor([0.0, 0.0, 1.0])
 

@@ -18,7 +18,8 @@ from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.metrics.lpips import LazyLPIPS
 from distilled_gs_ns.models.dropout_teacher import DropoutTeacherModelConfig
 from distilled_gs_ns.models.initialisation import camera_focus_box, seed_box
-from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModelConfig, world_to_camera
+from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModelConfig
+from distilled_gs_ns.rendering.cameras import world_to_camera
 
 from tests.toy_models import SIZE, look_at, make_model, ring_cameras, train_step
 

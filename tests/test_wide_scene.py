@@ -13,7 +13,7 @@ from PIL import Image
 
 from distilled_gs_ns.data import wide_scene
 from distilled_gs_ns.data.wide_scene import GAUSSIANS_PER_OBJECT, PALETTE, build_wide_scene, make_wide_scene
-from distilled_gs_ns.models.splat_base import world_to_camera
+from distilled_gs_ns.rendering.cameras import world_to_camera
 
 TINY = dict(num_objects=6, num_views=10, image_size=(32, 48))
 

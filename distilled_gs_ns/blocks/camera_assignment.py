@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from distilled_gs_ns.blocks.partition import BlockPartition
-from distilled_gs_ns.models.splat_base import world_to_camera
+from distilled_gs_ns.rendering.cameras import world_to_camera
 
 
 def _visible_counts(

@@ -23,7 +23,7 @@ from PIL import Image
 from plyfile import PlyData, PlyElement
 from torch import Tensor
 
-from distilled_gs_ns.models.splat_base import world_to_camera
+from distilled_gs_ns.rendering.cameras import world_to_camera
 from distilled_gs_ns.rendering import rasterize
 
 GAUSSIANS_PER_OBJECT = 300

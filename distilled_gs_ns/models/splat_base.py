@@ -45,20 +45,9 @@ from nerfstudio.utils.colors import get_color
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.metrics.lpips import LazyLPIPS
 from distilled_gs_ns.rendering import RasterBackend, rasterize, resolve_backend
+from distilled_gs_ns.rendering.cameras import world_to_camera
 
 GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
-
-
-def world_to_camera(camera_to_world: Tensor) -> Tensor:
-    """gsplat view matrices [C, 4, 4] from nerfstudio camera-to-world [C, 3, 4] (OpenGL axes)."""
-    rot = camera_to_world[:, :3, :3] * torch.tensor([1.0, -1.0, -1.0], device=camera_to_world.device)
-    trans = camera_to_world[:, :3, 3:4]
-    rot_inv = rot.transpose(1, 2)
-    view = torch.zeros(camera_to_world.shape[0], 4, 4, device=camera_to_world.device, dtype=camera_to_world.dtype)
-    view[:, :3, :3] = rot_inv
-    view[:, :3, 3:4] = -torch.bmm(rot_inv, trans)
-    view[:, 3, 3] = 1.0
-    return view
 
 
 def planned_steps(trainer) -> int:
