@@ -35,8 +35,8 @@ loss term removed, initialisation from the teacher, pseudo-views (one jittered c
 view, one step in four)."""
 
 
-def step_times(run_dir: Path) -> Dict[int, float]:
-    """{step: seconds} and Gaussian counts from a run's tensorboard events."""
+def scalars(run_dir: Path, tag: str) -> Dict[int, float]:
+    """{step: value} of one scalar (e.g. nerfstudio's per-step timer) from a run's tensorboard events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = sorted(run_dir.glob("events.out.tfevents.*"))
@@ -44,23 +44,16 @@ def step_times(run_dir: Path) -> Dict[int, float]:
         raise SystemExit(f"no tensorboard events in {run_dir}")
     accumulator = EventAccumulator(str(events[-1]), size_guidance={"scalars": 0})
     accumulator.Reload()
-    return {e.step: e.value for e in accumulator.Scalars("Train Iter (time)")}
-
-
-def gaussian_counts(run_dir: Path) -> Dict[int, float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(sorted(run_dir.glob("events.out.tfevents.*"))[-1]), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return {e.step: e.value for e in accumulator.Scalars("Train Metrics Dict/gaussian_count")}
+    return {e.step: e.value for e in accumulator.Scalars(tag)}
 
 
 def compare_step_times(student_dir: Path, baseline_dir: Path, from_step: int) -> Dict[str, float]:
-    student, baseline = step_times(student_dir), step_times(baseline_dir)
+    student, baseline = scalars(student_dir, "Train Iter (time)"), scalars(baseline_dir, "Train Iter (time)")
     steps: List[int] = sorted(s for s in student if s >= from_step and s in baseline)
     student_ms = statistics.median(student[s] for s in steps) * 1e3
     baseline_ms = statistics.median(baseline[s] for s in steps) * 1e3
-    counts_s, counts_b = gaussian_counts(student_dir), gaussian_counts(baseline_dir)
+    counts_s = scalars(student_dir, "Train Metrics Dict/gaussian_count")
+    counts_b = scalars(baseline_dir, "Train Metrics Dict/gaussian_count")
     return {
         "from_step": from_step,
         "steps_compared": len(steps),
@@ -139,7 +132,9 @@ def main() -> None:
         ]
         summary["variants"] = [asdict(r) for r in rows]
         print("\nStudent variants:\n" + format_table(rows))
-    tail_step = round(2 / 3 * args.steps) + 1  # StudentModelConfig.prune_tail_at: counts are final from here
+    from distilled_gs_ns.models.student import StudentModelConfig
+
+    tail_step = round(StudentModelConfig().prune_tail_at * args.steps) + 1  # counts are final from here
     runs = {r["name"]: Path(r["config"]).parent for r in summary["results"]}
     timing = compare_step_times(runs["student"], runs["baseline"], tail_step)
     overhead = distillation_overhead(runs["student"] / "config.yml")

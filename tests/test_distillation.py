@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from nerfstudio.engine.optimizers import Optimizers
 from torch.nn import Parameter
+
+from distilled_gs_ns.configs.teachers import splat_optimizers
 
 from distilled_gs_ns.distillation.budget import BudgetedStrategy, least_important, sample_by_importance
 from distilled_gs_ns.distillation.importance import blending_importance
@@ -256,11 +259,7 @@ def test_distillation_and_structure_terms() -> None:
     assert "distill_loss" not in model.extra_losses(outputs, {})
 
 
-def _optimizers_for(model: SplatBaseModel):
-    from nerfstudio.engine.optimizers import Optimizers
-
-    from distilled_gs_ns.configs.teachers import splat_optimizers
-
+def _optimizers_for(model: SplatBaseModel) -> Optimizers:
     groups = model.get_param_groups()
     return Optimizers({k: v for k, v in splat_optimizers(100).items() if k in groups}, groups)
 

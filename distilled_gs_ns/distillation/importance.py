@@ -10,12 +10,14 @@ PyTorch one), without a special kernel.
 from __future__ import annotations
 
 import torch
+from dataclasses import replace
+
 from rich.progress import track
 from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
 
-from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel
+from distilled_gs_ns.models.splat_base import SplatBaseModel
 
 
 def blending_importance(model: SplatBaseModel, cameras: Cameras, description: str = "importance") -> Tensor:
@@ -32,9 +34,7 @@ def blending_importance(model: SplatBaseModel, cameras: Cameras, description: st
         importance = torch.zeros(base.means.shape[0], device=base.means.device)
         for index in track(range(cameras.shape[0]), description=description, transient=True):
             probe = torch.zeros(base.means.shape[0], 3, device=base.means.device, requires_grad=True)
-            gaussians = RenderGaussians(
-                means=base.means, quats=base.quats, scales=base.scales, opacities=base.opacities, colors=probe, sh_degree=None
-            )
+            gaussians = replace(base, colors=probe, sh_degree=None)
             with torch.enable_grad():  # also when called from a no_grad context (training callbacks)
                 render, _, _ = model.rasterize_view(gaussians, cameras[index : index + 1].to(model.device))
                 (grad,) = torch.autograd.grad(render[..., 0].sum(), probe)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Type
 
 import torch
+from gsplat.strategy.ops import remove
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -67,31 +68,20 @@ class StudentModelConfig(SplatBaseModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks = {
-            "target_fraction": 0 < self.target_fraction <= 1,
-            "max_gaussians": self.max_gaussians is None or self.max_gaussians > 0,
-            "growth_cap": math.isfinite(self.growth_cap) and self.growth_cap >= 1,
-            "sample_at": 0 < self.sample_at < 1,
-            "prune_tail_at": self.sample_at < self.prune_tail_at <= 1,
-            "tail_fraction": 0 <= self.tail_fraction < 1,
-            "kd_weight": math.isfinite(self.kd_weight) and self.kd_weight >= 0,
-            "structure_weight": math.isfinite(self.structure_weight) and self.structure_weight >= 0,
-            "structure_resolution": 2 <= self.structure_resolution <= 512,
-        }
         rules = {
-            "target_fraction": "in (0, 1]",
-            "max_gaussians": "positive",
-            "growth_cap": "a finite number >= 1",
-            "sample_at": "in (0, 1)",
-            "prune_tail_at": "in (sample_at, 1]",
-            "tail_fraction": "in [0, 1)",
-            "kd_weight": "a finite number >= 0",
-            "structure_weight": "a finite number >= 0",
-            "structure_resolution": "between 2 and 512",
+            "target_fraction": (0 < self.target_fraction <= 1, "in (0, 1]"),
+            "max_gaussians": (self.max_gaussians is None or self.max_gaussians > 0, "positive"),
+            "growth_cap": (math.isfinite(self.growth_cap) and self.growth_cap >= 1, "a finite number >= 1"),
+            "sample_at": (0 < self.sample_at < 1, "in (0, 1)"),
+            "prune_tail_at": (self.sample_at < self.prune_tail_at <= 1, "in (sample_at, 1]"),
+            "tail_fraction": (0 <= self.tail_fraction < 1, "in [0, 1)"),
+            "kd_weight": (math.isfinite(self.kd_weight) and self.kd_weight >= 0, "a finite number >= 0"),
+            "structure_weight": (math.isfinite(self.structure_weight) and self.structure_weight >= 0, "a finite number >= 0"),
+            "structure_resolution": (2 <= self.structure_resolution <= 512, "between 2 and 512"),
         }
-        for name, ok in checks.items():
+        for name, (ok, rule) in rules.items():
             if not ok:
-                raise UserInputError(f"pipeline.model.{name} must be {rules[name]}, got {getattr(self, name)}")
+                raise UserInputError(f"pipeline.model.{name} must be {rule}, got {getattr(self, name)}")
 
 
 class StudentModel(SplatBaseModel):
@@ -174,8 +164,6 @@ class StudentModel(SplatBaseModel):
     @torch.no_grad()
     def reduce_to(self, count: int, by: Literal["sampling", "tail"], step: int) -> None:
         """Remove Gaussians down to `count` by importance: a weighted draw, or dropping the least important."""
-        from gsplat.strategy.ops import remove
-
         before = self.num_points
         if before <= count:
             CONSOLE.log(f"step {step}: student has {before} Gaussians, within its budget ({count}); nothing removed")
