@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +115,15 @@ def _neural_gaussians(
     anchors: Anchors, decoder: AnchorDecoder, ids: Tensor, view_dirs: Tensor
 ) -> Tuple[RenderGaussians, SpawnInfo]:
     """Decode anchors `ids` seen along unit `view_dirs` [M, 3]; keep Gaussians with opacity > 0."""
-    decoded = decoder(anchors.features[ids], view_dirs)
+    return assemble_gaussians(anchors, ids, decoder(anchors.features[ids], view_dirs))
+
+
+def assemble_gaussians(anchors: Anchors, ids: Tensor, decoded: Dict[str, Tensor]) -> Tuple[RenderGaussians, SpawnInfo]:
+    """Neural Gaussians of anchors `ids` [M] from their decoder outputs (`AnchorDecoder.forward` of
+    their features); those with opacity <= 0 are dropped.
+
+    Split from decoding so a caller can keep the decoder outputs, e.g. for a consistency loss.
+    """
     scaling = torch.exp(anchors.log_scaling[ids])
     means = anchors.positions[ids, None, :] + anchors.offsets[ids] * scaling[:, None, :3]
     scales = scaling[:, None, 3:] * decoded["scale"]

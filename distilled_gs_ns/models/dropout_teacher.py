@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Type
 
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 
 from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel, SplatBaseModelConfig, planned_steps
@@ -34,8 +35,10 @@ class DropoutTeacherModel(SplatBaseModel):
             self.max_num_iterations = planned_steps(training_callback_attributes.trainer)
         return super().get_training_callbacks(training_callback_attributes)
 
-    def gaussians_for_render(self, crop_ids: Optional[torch.Tensor]) -> RenderGaussians:
-        gaussians = super().gaussians_for_render(crop_ids)
+    def gaussians_for_render(
+        self, crop_ids: Optional[torch.Tensor], camera: Optional[Cameras] = None, camera_to_world: Optional[torch.Tensor] = None
+    ) -> RenderGaussians:
+        gaussians = super().gaussians_for_render(crop_ids, camera, camera_to_world)
         if self.training:
             rate = self.dropout.rate_at(self.step, self.max_num_iterations)
             gaussians.opacities = self.dropout.apply(gaussians.opacities, rate)

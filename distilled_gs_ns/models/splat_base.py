@@ -12,8 +12,9 @@ fixes what stops splatfacto 1.1.5 from serving as a base:
   the pre-load ones and crashes at the next densification);
 - a non-finite loss stops training with a clear message before it can overwrite good checkpoints.
 
-Subclasses change what is rendered through two hooks: `gaussians_for_render` (which Gaussians and
-attributes go to the rasteriser) and `extra_losses`.
+Subclasses change what is rendered through `gaussians_for_render` (which Gaussians and attributes
+go to the rasteriser for a view), `after_rasterize` (what training records from the rasteriser's
+`info`) and `extra_losses`.
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ class SplatBaseModel(SplatfactoModel):
     config: SplatBaseModelConfig
 
     def populate_modules(self) -> None:
+        self.populate_gaussians()
+        self.populate_common()
+        self.strategy = self.build_strategy()
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    def populate_gaussians(self) -> None:
+        """Explicit Gaussians from the seed points (or random seeds inside the scene box)."""
         means, colors = self._initial_points()
         num_points = means.shape[0]
         dim_sh = num_sh_bases(self.config.sh_degree)
@@ -121,6 +129,10 @@ class SplatBaseModel(SplatfactoModel):
                 "opacities": Parameter(torch.logit(0.1 * torch.ones(num_points, 1))),
             }
         )
+
+    def populate_common(self) -> None:
+        """What every splat model needs besides its scene representation: metrics, background, camera
+        and colour correction."""
         self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
 
         from torchmetrics.image import PeakSignalNoiseRatio
@@ -142,8 +154,6 @@ class SplatBaseModel(SplatfactoModel):
                 grid_Y=self.config.grid_shape[1],
                 grid_W=self.config.grid_shape[2],
             )
-        self.strategy = self.build_strategy()
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.info: Dict = {}
 
@@ -284,14 +294,19 @@ class SplatBaseModel(SplatfactoModel):
         The rasteriser culls NaN Gaussians silently, so the loss can stay finite while a run rots;
         stopping here, before the trainer saves, keeps the last good checkpoint as the latest one.
         """
-        finite = torch.stack([torch.isfinite(p).all() for p in self.gauss_params.values()])
+        params = self.trained_scene_parameters()
+        finite = torch.stack([torch.isfinite(p).all() for p in params.values()])
         if not bool(finite.all()):  # one host sync per step; names only on failure
-            bad = [name for name, ok in zip(self.gauss_params.keys(), finite.tolist()) if not ok]
+            bad = [name for name, ok in zip(params.keys(), finite.tolist()) if not ok]
             raise UserInputError(
-                f"training diverged at step {step}: non-finite values in Gaussian {', '.join(bad)}. No checkpoint "
+                f"training diverged at step {step}: non-finite values in {', '.join(bad)}. No checkpoint "
                 "was written for this step, so the last saved one is intact. Check the optimiser settings "
                 "(learning rates, Adam eps > 0) and resume from that checkpoint with --load-dir."
             )
+
+    def trained_scene_parameters(self) -> Dict[str, Tensor]:
+        """The scene tensors the optimisers move, by name (checked for NaNs after every step)."""
+        return dict(self.gauss_params.items())
 
     # ------------------------------------------------------------------ rendering
 
@@ -299,8 +314,17 @@ class SplatBaseModel(SplatfactoModel):
     def raster_backend(self) -> Literal["gsplat", "torch"]:
         return resolve_backend(self.config.rasterizer, self.device)
 
-    def gaussians_for_render(self, crop_ids: Optional[Tensor]) -> RenderGaussians:
-        """The Gaussians sent to the rasteriser; subclasses override to alter them (e.g. dropout)."""
+    @property
+    def crop_positions(self) -> Tensor:
+        """[N, 3] positions the viewer's crop box selects from; `crop_ids` index these rows."""
+        return self.means
+
+    def gaussians_for_render(
+        self, crop_ids: Optional[Tensor], camera: Optional[Cameras] = None, camera_to_world: Optional[Tensor] = None
+    ) -> RenderGaussians:
+        """The Gaussians sent to the rasteriser for `camera` (at render resolution, posed by
+        `camera_to_world` [1, 3, 4]); explicit splats ignore the view. Subclasses override to alter
+        them (e.g. dropout) or to decode view-dependent ones (anchors)."""
 
         def pick(t: Tensor) -> Tensor:
             return t if crop_ids is None else t[crop_ids]
@@ -352,7 +376,7 @@ class SplatBaseModel(SplatfactoModel):
             far_plane=1e10,
             render_mode=render_mode,
             sh_degree=gaussians.sh_degree,
-            absgrad=self.strategy.absgrad,
+            absgrad=self.config.use_absgrad,
             rasterize_mode=self.config.rasterize_mode,
             **extra,
         )
@@ -369,21 +393,20 @@ class SplatBaseModel(SplatfactoModel):
 
         crop_ids = None
         if self.crop_box is not None and not self.training:
-            crop_ids = self.crop_box.within(self.means).squeeze()
+            crop_ids = self.crop_box.within(self.crop_positions).squeeze()
             if crop_ids.sum() == 0:
                 return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
 
         scale = self._get_downscale_factor()
         camera.rescale_output_resolution(1 / scale)
         render_mode = "RGB+ED" if self.config.output_depth_during_training or not self.training else "RGB"
-        render, alpha, self.info = self.rasterize_view(
-            self.gaussians_for_render(crop_ids), camera, camera_to_world, render_mode
-        )
+        gaussians = self.gaussians_for_render(crop_ids, camera, camera_to_world)
+        render, alpha, self.info = self.rasterize_view(gaussians, camera, camera_to_world, render_mode)
         camera.rescale_output_resolution(scale)
         H, W = render.shape[1:3]
         self.last_size = (H, W)
         if self.training and crop_ids is None:
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+            self.after_rasterize(self.info)
 
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
@@ -397,6 +420,10 @@ class SplatBaseModel(SplatfactoModel):
         if background.shape[0] == 3 and not self.training:
             background = background.expand(H, W, 3)
         return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+
+    def after_rasterize(self, info: Dict) -> None:
+        """Training only: let the densification strategy keep what it reads after backward."""
+        self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info)
 
     # ------------------------------------------------------------------ losses and metrics
 
