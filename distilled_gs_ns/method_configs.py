@@ -5,6 +5,7 @@ Kept to config construction only: importing this module builds no model and touc
 
 from nerfstudio.plugins.types import MethodSpecification
 
+from distilled_gs_ns.configs.momentum_gs import momentum_gs as momentum_gs_config
 from distilled_gs_ns.configs.student import student as student_config
 from distilled_gs_ns.configs.teachers import dropout_teacher, perturbed_teacher, standard_teacher
 
@@ -23,4 +24,8 @@ teacher_dropout = MethodSpecification(
 student = MethodSpecification(
     config=student_config(),
     description="Distilled-3DGS student: a splat with ~12% of the teachers' Gaussians, distilled from their renders",
+)
+momentum_gs = MethodSpecification(
+    config=momentum_gs_config(),
+    description="Momentum-GS: block-wise anchor splats with a momentum-distilled shared decoder, one or many devices",
 )

@@ -32,8 +32,13 @@ def ring_cameras(count: int = 8, radius: float = 3.0, target=(0.2, -0.1, 0.1)) -
         angle = 2 * math.pi * i / count
         eye = target_t + torch.tensor([radius * math.cos(angle), radius * math.sin(angle), 1.0])
         poses.append(look_at(eye, target_t))
+    return square_cameras(torch.stack(poses))
+
+
+def square_cameras(camera_to_worlds: torch.Tensor) -> Cameras:
+    """SIZE x SIZE pinhole cameras with focal length SIZE at poses [C, 3, 4]."""
     return Cameras(
-        camera_to_worlds=torch.stack(poses),
+        camera_to_worlds=camera_to_worlds,
         fx=float(SIZE),
         fy=float(SIZE),
         cx=SIZE / 2,

@@ -8,7 +8,7 @@ demo's, and tests pick their own values through the same fields.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 
 @dataclass
@@ -51,6 +51,43 @@ class ShortRun:
             "--pipeline.model.num-downscales", str(self.num_downscales),
             "--pipeline.model.sh-degree-interval", str(self._part(self.sh_degree_interval, 6)),
             "--optimizers.means.scheduler.max-steps", str(max(self.steps, 1)),
+        ]  # fmt: skip
+        if self.keep_all_checkpoints:
+            flags += ["--save-only-latest-checkpoint", "False"]
+        return flags
+
+
+@dataclass
+class ShortMomentumRun:
+    """ns-train flags for a momentum-gs run of `steps` steps (all blocks of a process together)."""
+
+    steps: int
+    device: str = "cpu"
+    block_grid: Tuple[int, int] = (2, 2)
+    steps_per_block: int = 250
+    num_random: int = 10000
+    refine_every: int = 50
+    save_every: Optional[int] = None  # steps / 3
+    keep_all_checkpoints: bool = False
+    eval_image_every: Optional[int] = None  # steps / 6
+
+    def flags(self) -> List[str]:
+        steps = max(self.steps, 1)
+        flags = [
+            "--machine.device-type", self.device,
+            "--vis", "tensorboard",
+            "--max-num-iterations", str(self.steps),
+            "--steps-per-save", str(self.save_every or max(self.steps // 3, 1)),
+            "--steps-per-eval-image", str(self.eval_image_every or max(self.steps // 6, 1)),
+            "--steps-per-eval-all-images", str(10 * steps),
+            "--pipeline.model.background-color", "white",
+            "--pipeline.model.num-random", str(self.num_random),
+            "--pipeline.model.block-grid", *map(str, self.block_grid),
+            "--pipeline.model.steps-per-block", str(self.steps_per_block),
+            "--pipeline.model.refine-every", str(self.refine_every),
+            "--optimizers.anchor-offsets.scheduler.max-steps", str(steps),
+            "--optimizers.opacity-mlp.scheduler.max-steps", str(steps),
+            "--optimizers.color-mlp.scheduler.max-steps", str(steps),
         ]  # fmt: skip
         if self.keep_all_checkpoints:
             flags += ["--save-only-latest-checkpoint", "False"]

@@ -1,0 +1,30 @@
+"""How faithfully an exported splat reproduces the model it was exported from.
+
+Anchor models decode their Gaussians per view, a PLY holds one bake: comparing the two renders from
+training cameras measures what the bake loses.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+
+from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel
+
+
+@torch.no_grad()
+def export_psnr(model: SplatBaseModel, exported: RenderGaussians, cameras: Cameras) -> List[float]:
+    """Per camera: PSNR (dB) of the exported Gaussians' render against the model's own render."""
+    model.eval()
+    background = model.background_color.to(model.device)
+    values = []
+    for index in range(cameras.shape[0]):
+        camera = cameras[index : index + 1].to(model.device)
+        own = model.get_outputs(camera)["rgb"]
+        render, alpha, _ = model.rasterize_view(exported, camera)
+        baked = torch.clamp(render[0, ..., :3] + (1 - alpha[0]) * background, 0.0, 1.0)
+        mse = torch.mean((own - baked) ** 2).clamp(min=1e-10)
+        values.append(float(-10.0 * torch.log10(mse)))
+    return values

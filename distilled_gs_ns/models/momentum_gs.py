@@ -1,0 +1,689 @@
+"""Momentum-GS: Scaffold-GS anchors trained block by block around one shared decoder.
+
+The scene's anchors are split into a grid of blocks on the ground plane. A process trains one block
+at a time (its anchors and their Adam state on the device, the other blocks on the host), cycling
+through its share of the blocks every `steps_per_block` steps, so the number of blocks does not
+depend on the number of devices. All blocks decode their anchors with one shared decoder; a
+momentum (EMA) copy of it is the teacher of a consistency loss that keeps the decoder from drifting
+towards whichever block it saw last, and blocks that reconstruct worse than the best one get a
+larger loss weight. With several processes each trains its blocks and the decoder's gradients are
+averaged (see distributed/gradient_averaging.py). At the last step the blocks are gathered, each
+cropped to its own cell, and merged into one anchor set: the final checkpoint is one model that
+ns-viewer, ns-export (anchors baked into explicit Gaussians) and ns-eval load like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.utils.rich_utils import CONSOLE
+from rich.table import Table
+from torch import Tensor
+from torch.nn import Parameter
+
+from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks, split_anchors
+from distilled_gs_ns.blocks.camera_assignment import assign_cameras
+from distilled_gs_ns.blocks.ground_plane import detect_up_axis
+from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
+from distilled_gs_ns.blocks.partition import BlockPartition
+from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics
+from distilled_gs_ns.distributed import process_group
+from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.models.anchor_decoder import AnchorDecoder, AnchorDecoderConfig
+from distilled_gs_ns.models.anchor_export import export_view_directions
+from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anchors, pruned_mask
+from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, assemble_gaussians, bake_gaussians, visible
+from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel, SplatBaseModelConfig, planned_steps
+from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
+from distilled_gs_ns.rendering.cameras import world_to_camera
+
+ANCHOR_GROUPS = {"anchor_features": "features", "anchor_offsets": "offsets", "anchor_scaling": "log_scaling"}
+"""Optimiser group -> the trained anchor tensor it holds (positions stay fixed, as in Scaffold-GS)."""
+DECODER_GROUPS = ("opacity_mlp", "covariance_mlp", "color_mlp")
+SUMMARY_FILE = "blocks.json"
+
+
+@dataclass
+class MomentumGSModelConfig(SplatBaseModelConfig):
+    """Momentum-GS settings. splatfacto's Gaussian-densification fields (densify_*, cull_*, split_*,
+    reset_alpha_every, ...) do not apply to anchors; `refine_every` sets the anchor growing/pruning
+    interval."""
+
+    _target: Type = field(default_factory=lambda: MomentumGSModel)
+    sh_degree: int = 0
+    """Colours come from the decoder; export writes them as the SH DC term."""
+    use_absgrad: bool = False
+    """Anchor growing reads plain screen-space gradients, as Scaffold-GS does."""
+    num_downscales: int = 0
+    """Scaffold-GS trains at full resolution from the start (splatfacto starts at 1/4)."""
+    voxel_size: float = 0.0
+    """Anchor grid spacing; <= 0 uses the median distance of a seed to its 3 nearest seeds."""
+    feature_dim: int = 32
+    num_offsets: int = 10
+    hidden_dim: int = 32
+    visibility_margin: float = 0.1
+    """Anchors projecting this fraction of the image size outside it are still decoded."""
+    block_grid: Tuple[int, int] = (2, 2)
+    """Blocks on the ground plane (rows, cols); independent of the number of devices."""
+    block_split: Literal["uniform", "quantile"] = "quantile"
+    """'quantile' balances anchors per row/column, 'uniform' makes equal cells."""
+    block_margin: float = 0.1
+    """A block also trains the anchors within this many cells of its border (cropped at the merge)."""
+    camera_position_margin: float = 0.1
+    """A camera belongs to a block if its centre is within the block grown by this many cells..."""
+    camera_visibility_threshold: float = 0.2
+    """...or if at least this fraction of the block's anchors project into its image."""
+    steps_per_block: int = 500
+    """Steps a block trains before the process swaps in its next block (official code: 500)."""
+    momentum_teacher: bool = True
+    """Keep an EMA teacher of the shared decoder and add the consistency loss (off: ablation)."""
+    momentum: float = 0.9
+    """teacher <- momentum * teacher + (1 - momentum) * decoder, every step."""
+    consistency_weight: float = 50.0
+    """lambda_c: weight of the sum of MSEs between decoder and teacher outputs."""
+    block_weighting: bool = True
+    """Weight each block's loss by w = 2 - exp(-[dPSNR^2 + 100 dSSIM^2] / (2 sigma^2)) (off: ablation)."""
+    weighting_sigma: float = 10.0
+    metrics_smoothing: float = 0.9
+    """EMA factor of the per-block PSNR/SSIM the weights come from."""
+    volume_weight: float = 0.01
+    """Weight of the mean volume of the rasterised Gaussians (Scaffold-GS's scaling regulariser)."""
+    grow_from: float = 0.05
+    """Anchor growing/pruning runs from this fraction of a block's steps..."""
+    grow_until: float = 0.5
+    """...until this fraction (Scaffold-GS: 1.5k to 15k of 30k)."""
+    grow_grad_threshold: float = 0.0002
+    """Mean screen-space (NDC) gradient of an offset above which an anchor grows at its Gaussian."""
+    prune_opacity: float = 0.005
+    """Anchors whose Gaussians' summed opacity averages below this per view are removed."""
+    min_visit_fraction: float = 0.8
+    """Statistics count only after this fraction of `refine_every` views."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks = {
+            "feature_dim": self.feature_dim >= 1,
+            "num_offsets": self.num_offsets >= 1,
+            "hidden_dim": self.hidden_dim >= 1,
+            "steps_per_block": self.steps_per_block >= 1,
+            "block_grid": len(self.block_grid) == 2 and min(self.block_grid) >= 1,
+            "momentum": 0.0 <= self.momentum < 1.0,
+            "metrics_smoothing": 0.0 <= self.metrics_smoothing < 1.0,
+            "weighting_sigma": self.weighting_sigma > 0,
+            "consistency_weight": self.consistency_weight >= 0,
+            "volume_weight": self.volume_weight >= 0,
+            "block_margin": self.block_margin >= 0,
+            "camera_position_margin": self.camera_position_margin >= 0,
+            "camera_visibility_threshold": 0.0 < self.camera_visibility_threshold <= 1.0,
+            "grow_from": 0.0 <= self.grow_from <= self.grow_until <= 1.0,
+            "visibility_margin": self.visibility_margin >= 0,
+            "voxel_size": math.isfinite(self.voxel_size),
+            "sh_degree": self.sh_degree == 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise UserInputError(f"invalid momentum-gs settings: {values} (see docs/momentum_gs.md for the ranges)")
+
+
+@dataclass
+class TrainingView:
+    """What one training render decoded, kept until the step's statistics and losses are done."""
+
+    ids: Tensor
+    decoded: Dict[str, Tensor]
+    teacher: Optional[Dict[str, Tensor]]
+    spawn: SpawnInfo
+    gaussians: RenderGaussians
+
+
+def decoder_checksum(*modules: torch.nn.Module) -> str:
+    """sha256 of the modules' parameters: equal on every rank iff the decoders are bit-identical."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class MomentumGSModel(SplatBaseModel):
+    """Block-wise anchor model; see the module docstring."""
+
+    config: MomentumGSModelConfig
+
+    # ------------------------------------------------------------------ construction
+
+    def populate_modules(self) -> None:
+        self.populate_common()
+        decoder_config = AnchorDecoderConfig(self.config.feature_dim, self.config.num_offsets, self.config.hidden_dim)
+        self.decoder = AnchorDecoder(decoder_config)
+        self.teacher_decoder = copy.deepcopy(self.decoder).requires_grad_(False)
+        self.seed_positions = self._initial_points()[0]
+        self.voxel_size = float(self.config.voxel_size)
+        self.partition: Optional[BlockPartition] = None
+        self.blocks: List[BlockState] = []
+        self.block_cameras: List[List[int]] = []
+        self.merged: Optional[Anchors] = None
+        self.merged_block_steps: List[int] = []
+        self.block_metrics = SmoothedBlockMetrics(1, self.config.metrics_smoothing)
+        self.train_views: Dict[str, Tensor] = {}
+        self.owned_blocks: List[int] = []
+        self.process_rank = 0
+        self.process_count = 1
+        self.active_block: Optional[int] = None
+        self.active_positions: Optional[Tensor] = None
+        self.active_params: Dict[str, Parameter] = {}
+        self.stats: Optional[AnchorStatistics] = None
+        self.training_view: Optional[TrainingView] = None
+        self.nerf_optimizers: Optional[Optimizers] = None
+        self.run_dir: Optional[Path] = None
+        self.save_every = 0
+        self.last_step = -1
+        self.block_planned_steps = 1
+        self._render_cache: Optional[Tuple[Tuple, Anchors]] = None
+        self._bake_cache: Optional[Tuple[Tuple, RenderGaussians]] = None
+
+    @torch.no_grad()
+    def place_random_seeds(self, box: Tensor) -> None:
+        if self.seeded_randomly:
+            self.seed_positions = self._uniform_in(box.float().cpu())
+
+    def _auto_voxel_size(self) -> float:
+        distances, _ = self.k_nearest_sklearn(self.seed_positions, 3)
+        return float(torch.from_numpy(distances).mean(dim=-1).median().clamp(min=1e-6))
+
+    def setup_blocks(self, cameras: Cameras, rank: int, world_size: int) -> None:
+        """Anchors from the seeds, the block grid, each block's cameras and this process's share."""
+        if self.voxel_size <= 0:
+            self.voxel_size = self._auto_voxel_size()
+        anchors = Anchors.from_points(
+            self.seed_positions, self.voxel_size, self.config.feature_dim, self.config.num_offsets
+        )
+        c2w = cameras.camera_to_worlds.detach().cpu().float()
+        Ks = cameras.get_intrinsics_matrices().detach().cpu().float()
+        width, height = int(cameras.width.max()), int(cameras.height.max())
+        self.train_views = {"camera_to_worlds": c2w, "Ks": Ks, "size": torch.tensor([width, height])}
+        try:
+            self.partition = BlockPartition.fit(
+                anchors.positions, detect_up_axis(c2w), tuple(self.config.block_grid), self.config.block_split
+            )
+        except ValueError as error:
+            raise UserInputError(f"cannot split the scene into {self.config.block_grid} blocks: {error}") from error
+        block_ids = self.partition.assign(anchors.positions)
+        self.block_cameras = assign_cameras(
+            self.partition,
+            c2w,
+            Ks,
+            width,
+            height,
+            anchors.positions,
+            block_ids,
+            position_margin=self.config.camera_position_margin,
+            visibility_threshold=self.config.camera_visibility_threshold,
+        )
+        parts = split_anchors(self.partition, anchors, self.config.block_margin)
+        empty = [index for index, part in enumerate(parts) if part.num_anchors == 0]
+        if empty:
+            raise UserInputError(
+                f"blocks {empty} of the {self.config.block_grid} grid hold no anchors: use fewer blocks "
+                "(--pipeline.model.block-grid) or --pipeline.model.block-split quantile"
+            )
+        self.blocks = [BlockState(anchors=part) for part in parts]
+        self.block_metrics = SmoothedBlockMetrics(len(self.blocks), self.config.metrics_smoothing)
+        self.configure_processes(rank, world_size)
+        self._activate(self.owned_blocks[0])
+        self._log_partition()
+
+    def configure_processes(self, rank: int, world_size: int) -> None:
+        """Blocks b with b % world_size == rank are this process's share."""
+        count = len(self.blocks)
+        if count < world_size:
+            raise UserInputError(
+                f"{world_size} processes but only {count} blocks: every process needs a block "
+                "(raise --pipeline.model.block-grid or lower --machine.num-devices)"
+            )
+        if count % world_size:
+            CONSOLE.print(
+                f"[yellow]{count} blocks over {world_size} processes: processes with fewer blocks give each "
+                "of them more steps"
+            )
+        self.process_rank, self.process_count = rank, world_size
+        self.owned_blocks = [block for block in range(count) if block % world_size == rank]
+        if self.config.camera_optimizer.mode != "off" and world_size > 1:
+            raise UserInputError("camera pose optimisation is per process and not shared: use one process or mode off")
+
+    def _log_partition(self) -> None:
+        table = Table(title=f"momentum-gs blocks (voxel {self.voxel_size:.4g})")
+        for column in ("block", "anchors", "cameras", "process"):
+            table.add_column(column, justify="right")
+        for index, block in enumerate(self.blocks):
+            table.add_row(
+                str(index), str(block.anchors.num_anchors), str(len(self.block_cameras[index])), str(index % self.process_count)
+            )
+        if self.process_rank == 0:
+            CONSOLE.print(table)
+
+    # ------------------------------------------------------------------ the active block
+
+    def block_for_step(self, step: int) -> int:
+        return self.owned_blocks[(step // self.config.steps_per_block) % len(self.owned_blocks)]
+
+    def active_anchors(self) -> Anchors:
+        assert self.active_positions is not None
+        return Anchors(
+            positions=self.active_positions,
+            **{name: self.active_params[group] for group, name in ANCHOR_GROUPS.items()},
+        )
+
+    def _activate(self, block: int) -> None:
+        """Move `block`'s anchors and Adam state to the device and hand them to the optimisers."""
+        state = self.blocks[block]
+        self.active_positions = state.anchors.positions.to(self.device, copy=True)
+        self.active_params = {
+            group: Parameter(getattr(state.anchors, name).to(self.device, copy=True)) for group, name in ANCHOR_GROUPS.items()
+        }
+        self.active_block = block
+        self.stats = AnchorStatistics.zeros(state.anchors.num_anchors, self.config.num_offsets, self.device)
+        self._install_active()
+
+    def _install_active(self) -> None:
+        if self.nerf_optimizers is None or self.active_block is None:
+            return
+        state = self.blocks[self.active_block]
+        for group, param in self.active_params.items():
+            optimizer = self.nerf_optimizers.optimizers[group]
+            if optimizer.param_groups[0]["params"][0] is not param:
+                install_parameter(optimizer, param, state.optimizer_state.get(group, {}))
+            self.nerf_optimizers.parameters[group] = [param]
+
+    def _stash_active(self) -> None:
+        """Copy the active block's tensors and Adam state into its host-side state."""
+        if self.active_block is None:
+            return
+        state = self.blocks[self.active_block]
+        host = torch.device("cpu")
+        values = {name: self.active_params[group].detach().to(host, copy=True) for group, name in ANCHOR_GROUPS.items()}
+        state.anchors = Anchors(positions=self.active_positions.to(host, copy=True), **values)  # type: ignore[union-attr]
+        if self.nerf_optimizers is not None:
+            state.optimizer_state = {
+                group: optimizer_state(self.nerf_optimizers.optimizers[group], param, host)
+                for group, param in self.active_params.items()
+            }
+
+    def _deactivate(self) -> None:
+        self._stash_active()
+        self.active_block, self.active_positions, self.active_params, self.stats = None, None, {}, None
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        if not self.active_params:  # ns-viewer/export/eval build no optimisers; keep the names valid
+            self.active_params = {group: Parameter(torch.empty(0, device=self.device)) for group in ANCHOR_GROUPS}
+        groups: Dict[str, List[Parameter]] = {group: [param] for group, param in self.active_params.items()}
+        for name in DECODER_GROUPS:
+            groups[name] = list(getattr(self.decoder, name).parameters())
+        self.camera_optimizer.get_param_groups(param_groups=groups)
+        if self.config.use_bilateral_grid:
+            groups["bilateral_grid"] = list(self.bil_grids.parameters())
+        return groups
+
+    def trained_scene_parameters(self) -> Dict[str, Tensor]:
+        return {**self.active_params, **{f"decoder.{k}": v for k, v in self.decoder.named_parameters()}}
+
+    def active_state_bytes(self) -> int:
+        """Bytes of anchor state on the device: the active block's tensors and their Adam moments
+        (the other blocks wait on the host)."""
+        count = self.active_positions.numel() if self.active_positions is not None else 0
+        for param in self.active_params.values():
+            count += 3 * param.numel()  # value, exp_avg, exp_avg_sq
+        return 4 * count
+
+    # ------------------------------------------------------------------ the merged model
+
+    def all_block_anchors(self) -> List[Anchors]:
+        """Every block's anchors, the active one with its live values (detached)."""
+        result = []
+        for index, block in enumerate(self.blocks):
+            if index == self.active_block:
+                result.append(Anchors(**{k: v.detach() for k, v in vars(self.active_anchors()).items()}))
+            else:
+                result.append(block.anchors)
+        return result
+
+    def render_anchors(self) -> Anchors:
+        """The merged anchors outside training: the final merge, or the blocks cropped on the fly
+        (a checkpoint saved before the end renders the same way)."""
+        key = (self.step, self.merged is None, len(self.blocks))
+        if self._render_cache is None or self._render_cache[0] != key:
+            if self.merged is not None:
+                anchors = self.merged
+            elif self.partition is not None and self.blocks:
+                anchors = merge_blocks(self.partition, self.all_block_anchors())
+            else:
+                raise RuntimeError("momentum-gs model has no anchors: it was neither set up for training nor loaded")
+            anchors = Anchors(**{k: v.to(self.device) for k, v in vars(anchors).items()})
+            self._render_cache = (key, anchors)
+        return self._render_cache[1]
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Gather every block, crop each to its cell, keep the union as the model's only anchors."""
+        self.sync_blocks()
+        merged = merge_blocks(self.partition, [block.anchors for block in self.blocks])  # type: ignore[arg-type]
+        per_block = torch.bincount(self.partition.assign(merged.positions), minlength=len(self.blocks))  # type: ignore[union-attr]
+        checksums = process_group.all_gather_objects(decoder_checksum(self.decoder, self.teacher_decoder))
+        if len(set(checksums)) != 1:
+            raise RuntimeError(f"the shared decoder differs between processes after training: {checksums}")
+        self.merged_block_steps = [block.steps for block in self.blocks]
+        self._write_summary(
+            {
+                "merged_anchors": merged.num_anchors,
+                "merged_anchors_per_block": per_block.tolist(),
+                "steps_per_block_trained": self.merged_block_steps,
+                "decoder_checksum_per_process": checksums,
+            }
+        )
+        self._deactivate()
+        self.merged, self.blocks, self._render_cache = merged, [], None
+
+    def sync_blocks(self) -> None:
+        """Bring every process's copy of every block up to date (before a checkpoint or the merge)."""
+        self._stash_active()
+        if not process_group.is_distributed():
+            return
+        mine = {block: self.blocks[block].to_dict() for block in self.owned_blocks}
+        for shared in process_group.all_gather_objects(mine):
+            for block, data in shared.items():
+                if block not in self.owned_blocks:
+                    self.blocks[block] = BlockState.from_dict(data)
+        self._render_cache = None
+
+    def _resplit_merged(self) -> None:
+        """Continue training from a merged checkpoint: split its anchors into blocks again."""
+        assert self.merged is not None and self.partition is not None
+        parts = split_anchors(self.partition, self.merged, self.config.block_margin)
+        steps = self.merged_block_steps or [0] * len(parts)
+        self.blocks = [BlockState(anchors=part, steps=steps[index]) for index, part in enumerate(parts)]
+        self.merged, self._render_cache = None, None
+        self.configure_processes(process_group.rank(), process_group.world_size())
+
+    def _write_summary(self, extra: Dict) -> None:
+        if self.run_dir is None or self.process_rank != 0:
+            return
+        path = self.run_dir / SUMMARY_FILE
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        summary.update(extra)
+        path.write_text(json.dumps(summary, indent=2))
+
+    def _partition_summary(self) -> Dict:
+        assert self.partition is not None
+        return {
+            "grid": list(self.partition.grid),
+            "voxel_size": self.voxel_size,
+            "partition": self.partition.to_dict(),
+            "processes": self.process_count,
+            "blocks": [
+                {
+                    "anchors": block.anchors.num_anchors,
+                    "cameras": self.block_cameras[index],
+                    "process": index % self.process_count,
+                }
+                for index, block in enumerate(self.blocks)
+            ],
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def get_extra_state(self) -> Dict:
+        if self.merged is None:
+            self._stash_active()
+        merged = None if self.merged is None else {k: v.detach().cpu() for k, v in vars(self.merged).items()}
+        return {
+            "voxel_size": self.voxel_size,
+            "partition": None if self.partition is None else self.partition.to_dict(),
+            "block_cameras": self.block_cameras,
+            "blocks": [block.to_dict() for block in self.blocks],
+            "merged": merged,
+            "merged_block_steps": self.merged_block_steps,
+            "block_metrics": self.block_metrics.state_dict(),
+            "train_views": self.train_views,
+        }
+
+    def set_extra_state(self, state: Dict) -> None:
+        self.voxel_size = float(state["voxel_size"])
+        self.partition = None if state["partition"] is None else BlockPartition.from_dict(state["partition"])
+        self.block_cameras = [list(cams) for cams in state["block_cameras"]]
+        self.blocks = [BlockState.from_dict(block) for block in state["blocks"]]
+        self.merged = None if state["merged"] is None else Anchors(**state["merged"])
+        self.merged_block_steps = list(state["merged_block_steps"])
+        count = len(self.blocks) or len(self.block_cameras) or 1
+        self.block_metrics = SmoothedBlockMetrics(count, self.config.metrics_smoothing)
+        self.block_metrics.load_state_dict(state["block_metrics"])
+        self.train_views = dict(state["train_views"])
+        self.active_block, self.active_positions, self.active_params, self.stats = None, None, {}, None
+        self._render_cache = self._bake_cache = None
+        if self.blocks:
+            self.configure_processes(process_group.rank(), process_group.world_size())
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
+        return torch.nn.Module.load_state_dict(self, state_dict, strict=strict, **kwargs)
+
+    # ------------------------------------------------------------------ training hooks
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        trainer = training_callback_attributes.trainer
+        self.run_dir = Path(trainer.base_dir)
+        self.save_every = int(trainer.config.steps_per_save)
+        self.last_step = planned_steps(trainer) - 1
+        if self.merged is not None:
+            self._resplit_merged()
+        self.block_planned_steps = max(1, planned_steps(trainer) // max(1, len(self.owned_blocks)))
+        if self.process_rank == 0 and self.partition is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / SUMMARY_FILE).write_text(json.dumps(self._partition_summary(), indent=2))
+        return super().get_training_callbacks(training_callback_attributes)
+
+    def step_cb(self, optimizers: Optimizers, step: int) -> None:
+        self.step = step
+        self.nerf_optimizers = optimizers
+        self.optimizers = optimizers.optimizers
+        target = self.block_for_step(step)
+        if self.active_block != target:
+            self._deactivate()
+            self._activate(target)
+        self._install_active()
+        if self.config.block_weighting and process_group.is_distributed():
+            self._share_block_metrics()
+
+    def _share_block_metrics(self) -> None:
+        """Each process measures its own blocks; the weights compare all of them."""
+        metrics = self.block_metrics
+        owned = torch.zeros(len(self.blocks), dtype=torch.bool)
+        owned[self.owned_blocks] = True
+        local = torch.stack([metrics.psnr, metrics.ssim, metrics.measured.double()]) * owned.double()
+        total = process_group.all_reduce_sum(local)
+        metrics.psnr, metrics.ssim, metrics.measured = total[0], total[1], total[2] > 0
+
+    def after_rasterize(self, info: Dict) -> None:
+        if info["means2d"].requires_grad:
+            info["means2d"].retain_grad()
+
+    def step_post_backward(self, step: int) -> None:
+        self.check_finite_parameters(step)
+        self._update_statistics()
+        if self.config.momentum_teacher:
+            ema_update_(self.teacher_decoder, self.decoder, self.config.momentum)
+        block = self.blocks[self.active_block]  # type: ignore[index]
+        block.steps += 1
+        refine_every = self.config.refine_every
+        start, stop = self.config.grow_from * self.block_planned_steps, self.config.grow_until * self.block_planned_steps
+        if refine_every > 0 and block.steps % refine_every == 0 and start <= block.steps < stop:
+            self._refine()
+        self.training_view = None
+        if step == self.last_step:
+            self.merge()
+        elif self.save_every and step % self.save_every == 0:
+            self.sync_blocks()
+
+    @torch.no_grad()
+    def _update_statistics(self) -> None:
+        view, stats = self.training_view, self.stats
+        if view is None or stats is None:
+            return
+        means2d = self.info["means2d"]
+        if means2d.grad is None:
+            return
+        width, height = self.info["width"], self.info["height"]
+        scale = means2d.new_tensor([width / 2.0, height / 2.0])
+        norms = (means2d.grad[0] * scale).norm(dim=-1)
+        radii = self.info["radii"][0]
+        seen = (radii > 0).all(dim=-1) if radii.dim() == 2 else radii > 0
+        stats.update(view.ids, view.spawn, view.gaussians.opacities.detach(), norms, seen)
+
+    @torch.no_grad()
+    def _refine(self) -> None:
+        """Scaffold-GS growing and pruning of the active block's anchors (Adam moments kept per row)."""
+        assert self.stats is not None and self.nerf_optimizers is not None
+        anchors = self.active_anchors()
+        min_count = self.config.min_visit_fraction * self.config.refine_every
+        new = grown_anchors(anchors, self.stats, self.voxel_size, self.config.grow_grad_threshold, min_count)
+        keep = ~pruned_mask(self.stats, self.config.prune_opacity, min_count)
+        if not bool(keep.any()):
+            keep[self.stats.opacity_sum.argmax()] = True
+        for group, name in ANCHOR_GROUPS.items():
+            optimizer = self.nerf_optimizers.optimizers[group]
+            param = keep_rows(optimizer, self.active_params[group], keep)
+            if new.num_anchors:
+                param = append_rows(optimizer, param, getattr(new, name))
+            self.active_params[group] = param
+            self.nerf_optimizers.parameters[group] = [param]
+        self.active_positions = torch.cat([self.active_positions[keep], new.positions])  # type: ignore[index]
+        self.stats = self.stats.after_refinement(keep, new.num_anchors, min_count)
+
+    # ------------------------------------------------------------------ rendering
+
+    @property
+    def crop_positions(self) -> Tensor:
+        return self.render_anchors().positions
+
+    def gaussians_for_render(
+        self, crop_ids: Optional[Tensor], camera: Optional[Cameras] = None, camera_to_world: Optional[Tensor] = None
+    ) -> RenderGaussians:
+        if camera is None:
+            raise ValueError("anchors decode their Gaussians per view: pass the camera")
+        anchors = self.active_anchors() if self.training else self.render_anchors()
+        pose = (camera.camera_to_worlds if camera_to_world is None else camera_to_world).reshape(3, 4).to(self.device)
+        mask = visible(
+            anchors,
+            world_to_camera(pose[None])[0],
+            camera.get_intrinsics_matrices().reshape(3, 3).to(self.device),
+            int(camera.width.item()),
+            int(camera.height.item()),
+            self.config.visibility_margin,
+        )
+        if crop_ids is not None:
+            mask = mask & crop_ids.reshape(-1)
+        ids = mask.nonzero().squeeze(1)
+        view_dirs = F.normalize(anchors.positions[ids] - pose[:, 3], dim=-1)
+        decoded = self.decoder(anchors.features[ids], view_dirs)
+        gaussians, spawn = assemble_gaussians(anchors, ids, decoded)
+        if self.training:
+            teacher = None
+            if self.config.momentum_teacher and self.config.consistency_weight > 0:
+                with torch.no_grad():
+                    teacher = self.teacher_decoder(anchors.features[ids].detach(), view_dirs)
+            self.training_view = TrainingView(ids=ids, decoded=decoded, teacher=teacher, spawn=spawn, gaussians=gaussians)
+        return gaussians
+
+    # ------------------------------------------------------------------ losses
+
+    def current_block_weight(self) -> float:
+        if not self.config.block_weighting or self.active_block is None:
+            return 1.0
+        return float(self.block_metrics.weights(self.config.weighting_sigma)[self.active_block])
+
+    def extra_losses(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        view = self.training_view
+        if not self.training or view is None or view.ids.numel() == 0:
+            return {}
+        losses: Dict[str, Tensor] = {}
+        if view.gaussians.scales.shape[0]:
+            losses["volume_reg"] = self.config.volume_weight * view.gaussians.scales.prod(dim=-1).mean()
+        if view.teacher is not None:
+            losses["consistency"] = self.config.consistency_weight * consistency_loss(view.decoded, view.teacher)
+        return losses
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        if not self.training or self.active_block is None:
+            return loss_dict
+        if self.config.block_weighting:
+            with torch.no_grad():
+                gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+                pred, target = outputs["rgb"].permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None]
+                psnr = -10.0 * torch.log10(F.mse_loss(pred, target).clamp(min=1e-10))
+                self.block_metrics.update(self.active_block, float(psnr), float(self.ssim(target, pred)))
+        weight = self.current_block_weight()
+        if metrics_dict is not None:
+            metrics_dict["block_weight"] = weight
+            metrics_dict["active_block"] = float(self.active_block)
+            metrics_dict["device_anchor_state_mb"] = self.active_state_bytes() / 2**20
+        return {name: weight * value for name, value in loss_dict.items()}
+
+    # ------------------------------------------------------------------ export (ns-export gaussian-splat)
+
+    def baked_gaussians(self) -> RenderGaussians:
+        """The merged anchors decoded as explicit Gaussians, each anchor from its export direction."""
+        key = (self.step, self.merged is None, len(self.blocks))
+        if self._bake_cache is None or self._bake_cache[0] != key:
+            anchors = self.render_anchors()
+            size = self.train_views["size"].tolist()
+            dirs = export_view_directions(
+                anchors.positions, self.train_views["camera_to_worlds"], self.train_views["Ks"], size[0], size[1]
+            )
+            with torch.no_grad():
+                self._bake_cache = (key, bake_gaussians(anchors, self.decoder, dirs))
+        return self._bake_cache[1]
+
+    @property
+    def num_points(self) -> int:
+        """Anchors: the active block's while training, the merged model's otherwise."""
+        if self.training and self.active_block is not None:
+            return int(self.active_positions.shape[0])  # type: ignore[union-attr]
+        return self.render_anchors().num_anchors
+
+    @property
+    def means(self) -> Tensor:
+        return self.baked_gaussians().means
+
+    @property
+    def scales(self) -> Tensor:
+        return torch.log(self.baked_gaussians().scales)
+
+    @property
+    def quats(self) -> Tensor:
+        return self.baked_gaussians().quats
+
+    @property
+    def opacities(self) -> Tensor:
+        return torch.logit(self.baked_gaussians().opacities.clamp(1e-6, 1 - 1e-6))[:, None]
+
+    @property
+    def features_dc(self) -> Tensor:
+        return torch.logit(self.baked_gaussians().colors.clamp(1e-6, 1 - 1e-6))
+
+    @property
+    def features_rest(self) -> Tensor:
+        return self.features_dc.new_zeros(self.features_dc.shape[0], 0, 3)

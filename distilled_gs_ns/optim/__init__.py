@@ -1,0 +1,1 @@
+"""Optimiser-side plumbing: Parameters whose rows or storage change during training."""
