@@ -29,7 +29,7 @@ from distilled_gs_ns.models.anchor_export import export_view_directions
 from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anchors, pruned_mask
 from distilled_gs_ns.models.anchors import Anchors, spawn_gaussians, visible
 from distilled_gs_ns.models.initialisation import seed_box
-from distilled_gs_ns.models.momentum_gs import ANCHOR_GROUPS, MomentumGSModel, MomentumGSModelConfig
+from distilled_gs_ns.models.momentum_gs import ANCHOR_GROUPS, MomentumGSModel, MomentumGSModelConfig, seen_by_any
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
 from distilled_gs_ns.rendering.cameras import world_to_camera
 from tests.toy_models import SIZE, look_at, ring_cameras, square_cameras
@@ -670,6 +670,21 @@ def test_merge_keeps_each_anchor_once_from_its_own_block() -> None:
     model.eval()
     assert_anchors_equal(model.render_anchors(), merged)
     assert model.num_points == anchors.num_anchors
+
+
+def test_coverage_blocks_also_train_what_their_cameras_see_and_merge_once() -> None:
+    plain, covered = momentum_model(), momentum_model(block_coverage=True)
+    anchors = Anchors.from_points(covered.seed_positions, covered.voxel_size, 8, 4)
+    c2w, Ks = covered.train_views["camera_to_worlds"], covered.train_views["Ks"]
+    for block, cams in enumerate(covered.block_cameras):
+        own = plain.blocks[block].anchors.num_anchors if block else plain.active_anchors().num_anchors
+        seen = seen_by_any(anchors, c2w[cams], Ks[cams], SIZE, SIZE)
+        extra = seen & ~covered.partition.contains(anchors.positions, block, margin=covered.config.block_margin)
+        count = covered.blocks[block].anchors.num_anchors
+        assert bool(extra.any()) and count == own + int(extra.sum())  # others' content in view is trained too
+    covered.run_dir = None
+    covered.merge()
+    assert torch.equal(sorted_rows(covered.merged.positions), sorted_rows(anchors.positions))
 
 
 def test_export_properties_have_consistent_shapes() -> None:

@@ -32,7 +32,7 @@ from rich.table import Table
 from torch import Tensor
 from torch.nn import Parameter
 
-from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks, split_anchors
+from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks, select_anchors, split_anchors
 from distilled_gs_ns.blocks.camera_assignment import assign_cameras
 from distilled_gs_ns.blocks.ground_plane import detect_up_axis
 from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
@@ -80,6 +80,10 @@ class MomentumGSModelConfig(SplatBaseModelConfig):
     """'quantile' balances anchors per row/column, 'uniform' makes equal cells."""
     block_margin: float = 0.1
     """A block also trains the anchors within this many cells of its border (cropped at the merge)."""
+    block_coverage: bool = False
+    """A block also trains every anchor its cameras see (VastGaussian's coverage-based selection),
+    so content of other blocks in its views is modelled instead of being faked by its own anchors;
+    cropped at the merge. Costs device memory: a block holds what its cameras see."""
     camera_position_margin: float = 0.1
     """A camera belongs to a block if its centre is within the block grown by this many cells..."""
     camera_visibility_threshold: float = 0.2
@@ -146,6 +150,15 @@ class TrainingView:
     teacher: Optional[Dict[str, Tensor]]
     spawn: SpawnInfo
     gaussians: RenderGaussians
+
+
+def seen_by_any(anchors: Anchors, camera_to_worlds: Tensor, Ks: Tensor, width: int, height: int) -> Tensor:
+    """[N] bool: anchors in front of and inside the image of at least one of the cameras."""
+    viewmats = world_to_camera(camera_to_worlds)
+    seen = torch.zeros(anchors.num_anchors, dtype=torch.bool)
+    for viewmat, K in zip(viewmats, Ks):
+        seen |= visible(anchors, viewmat, K, width, height, margin=0.0)
+    return seen
 
 
 def decoder_checksum(*modules: torch.nn.Module) -> str:
@@ -233,7 +246,7 @@ class MomentumGSModel(SplatBaseModel):
             position_margin=self.config.camera_position_margin,
             visibility_threshold=self.config.camera_visibility_threshold,
         )
-        parts = split_anchors(self.partition, anchors, self.config.block_margin)
+        parts = self._block_anchors(anchors)
         empty = [index for index, part in enumerate(parts) if part.num_anchors == 0]
         if empty:
             raise UserInputError(
@@ -245,6 +258,22 @@ class MomentumGSModel(SplatBaseModel):
         self.configure_processes(rank, world_size)
         self._activate(self.owned_blocks[0])
         self._log_partition()
+
+    def _block_anchors(self, anchors: Anchors) -> List[Anchors]:
+        """Each block's training anchors: its cell grown by the margin (and what its cameras see)."""
+        assert self.partition is not None
+        if not self.config.block_coverage:
+            return split_anchors(self.partition, anchors, self.config.block_margin)
+        c2w, Ks = self.train_views["camera_to_worlds"], self.train_views["Ks"]
+        width, height = self.train_views["size"].tolist()
+        return [
+            select_anchors(
+                anchors,
+                self.partition.contains(anchors.positions, block, margin=self.config.block_margin)
+                | seen_by_any(anchors, c2w[cams], Ks[cams], width, height),
+            )
+            for block, cams in enumerate(self.block_cameras)
+        ]
 
     def configure_processes(self, rank: int, world_size: int) -> None:
         """Blocks b with b % world_size == rank are this process's share."""
@@ -411,7 +440,7 @@ class MomentumGSModel(SplatBaseModel):
     def _resplit_merged(self) -> None:
         """Continue training from a merged checkpoint: split its anchors into blocks again."""
         assert self.merged is not None and self.partition is not None
-        parts = split_anchors(self.partition, self.merged, self.config.block_margin)
+        parts = self._block_anchors(self.merged)
         steps = self.merged_block_steps or [0] * len(parts)
         self.blocks = [BlockState(anchors=part, steps=steps[index]) for index, part in enumerate(parts)]
         self.merged, self._render_cache = None, None

@@ -41,7 +41,8 @@ class BlockPipeline(SplatPipeline):
         super().__init__(config, device, test_mode, world_size=1, local_rank=local_rank, grad_scaler=grad_scaler)
         self.world_size = process_group.world_size()
         self._queues: Dict[int, List[int]] = {}
-        self._shuffle = random.Random(process_group.rank())
+        # Seeded by the run's seed (nerfstudio seeds torch with --machine.seed) and the rank.
+        self._shuffle = random.Random(torch.initial_seed() + process_group.rank())
         if test_mode == "val":
             process_group.broadcast_module_(self.model.decoder)
             process_group.broadcast_module_(self.model.teacher_decoder)
