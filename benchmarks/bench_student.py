@@ -22,6 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List
 
+from tensorboard_events import scalars
+
 
 VARIANTS = {
     "ablate-paper-defaults": [],
@@ -33,18 +35,6 @@ VARIANTS = {
 """Students beside the demo's (which uses a 32^3 structure grid): the paper's defaults (128^3), each
 loss term removed, initialisation from the teacher, pseudo-views (one jittered camera per training
 view, one step in four)."""
-
-
-def scalars(run_dir: Path, tag: str) -> Dict[int, float]:
-    """{step: value} of one scalar (e.g. nerfstudio's per-step timer) from a run's tensorboard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = sorted(run_dir.glob("events.out.tfevents.*"))
-    if not events:
-        raise SystemExit(f"no tensorboard events in {run_dir}")
-    accumulator = EventAccumulator(str(events[-1]), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return {e.step: e.value for e in accumulator.Scalars(tag)}
 
 
 def compare_step_times(student_dir: Path, baseline_dir: Path, from_step: int) -> Dict[str, float]:
