@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from distilled_gs_ns.blocks.partition import BlockPartition
-from distilled_gs_ns.rendering.cameras import world_to_camera
+from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
 
 
 def _visible_counts(
@@ -26,11 +26,7 @@ def _visible_counts(
     counts = torch.zeros(camera_to_worlds.shape[0], num_blocks, dtype=points.dtype, device=points.device)
     chunk = max(1, 2**22 // max(points.shape[0], 1))  # bounds the [chunk, N, 3] temporaries
     for start in range(0, camera_to_worlds.shape[0], chunk):
-        view = viewmats[start : start + chunk]
-        cam = torch.einsum("cij,nj->cni", view[:, :3, :3], points) + view[:, None, :3, 3]
-        depth = cam[..., 2]
-        pix = torch.einsum("cij,cnj->cni", Ks[start : start + chunk], cam / depth.clamp(min=1e-9)[..., None])
-        inside = (depth > 0) & (pix[..., 0] >= 0) & (pix[..., 0] < width) & (pix[..., 1] >= 0) & (pix[..., 1] < height)
+        inside = points_in_view(viewmats[start : start + chunk], Ks[start : start + chunk], width, height, points)
         counts[start : start + chunk].index_add_(1, block_ids, inside.to(points.dtype))
     return counts
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distilled_gs_ns.rendering.cameras import world_to_camera
+from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
 
 MIN_MEAN_NORM = 0.2
 """Below this length the mean unit direction has no dominant side and the nearest camera is used."""
@@ -36,10 +36,7 @@ def export_view_directions(positions: Tensor, camera_to_worlds: Tensor, Ks: Tens
     chunk = max(1, 2**22 // max(c2w.shape[0], 1))
     for start in range(0, positions.shape[0], chunk):
         points = positions[start : start + chunk]
-        cam = torch.einsum("cij,nj->cni", viewmats[:, :3, :3], points) + viewmats[:, None, :3, 3]
-        depth = cam[..., 2]
-        pix = torch.einsum("cij,cnj->cni", Ks, cam / depth.clamp(min=1e-9)[..., None])
-        seen = (depth > 0) & (pix[..., 0] >= 0) & (pix[..., 0] < width) & (pix[..., 1] >= 0) & (pix[..., 1] < height)
+        seen = points_in_view(viewmats, Ks, width, height, points)
         towards = points[None] - centres[:, None]  # [C, n, 3]
         units = F.normalize(towards, dim=-1)
         mean = (units * seen[..., None]).sum(0) / seen.sum(0).clamp(min=1)[:, None]

@@ -46,7 +46,7 @@ from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anc
 from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, assemble_gaussians, bake_gaussians, visible
 from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel, SplatBaseModelConfig, planned_steps
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
-from distilled_gs_ns.rendering.cameras import world_to_camera
+from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
 
 ANCHOR_GROUPS = {"anchor_features": "features", "anchor_offsets": "offsets", "anchor_scaling": "log_scaling"}
 """Optimiser group -> the trained anchor tensor it holds (positions stay fixed, as in Scaffold-GS)."""
@@ -155,9 +155,11 @@ class TrainingView:
 def seen_by_any(anchors: Anchors, camera_to_worlds: Tensor, Ks: Tensor, width: int, height: int) -> Tensor:
     """[N] bool: anchors in front of and inside the image of at least one of the cameras."""
     viewmats = world_to_camera(camera_to_worlds)
-    seen = torch.zeros(anchors.num_anchors, dtype=torch.bool)
-    for viewmat, K in zip(viewmats, Ks):
-        seen |= visible(anchors, viewmat, K, width, height, margin=0.0)
+    seen = torch.zeros(anchors.num_anchors, dtype=torch.bool, device=anchors.positions.device)
+    chunk = max(1, 2**22 // max(anchors.num_anchors, 1))  # bounds the [chunk, N, 3] temporaries
+    for start in range(0, viewmats.shape[0], chunk):
+        in_view = points_in_view(viewmats[start : start + chunk], Ks[start : start + chunk], width, height, anchors.positions)
+        seen |= in_view.any(dim=0)
     return seen
 
 

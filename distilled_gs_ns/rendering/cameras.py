@@ -17,3 +17,15 @@ def world_to_camera(camera_to_world: Tensor) -> Tensor:
     view[:, :3, 3:4] = -torch.bmm(rot_inv, trans)
     view[:, 3, 3] = 1.0
     return view
+
+
+def points_in_view(viewmats: Tensor, Ks: Tensor, width: int, height: int, points: Tensor) -> Tensor:
+    """[C, N] bool: points [N, 3] in front of each camera and inside its width x height image.
+
+    viewmats: gsplat world-to-camera [C, 4, 4] (OpenCV axes, looking along +z); Ks: [C, 3, 3] pixel
+    intrinsics. Builds [C, N, 3] temporaries: callers with many cameras and points chunk them.
+    """
+    cam = torch.einsum("cij,nj->cni", viewmats[:, :3, :3], points) + viewmats[:, None, :3, 3]
+    depth = cam[..., 2]
+    pix = torch.einsum("cij,cnj->cni", Ks, cam / depth.clamp(min=1e-9)[..., None])
+    return (depth > 0) & (pix[..., 0] >= 0) & (pix[..., 0] < width) & (pix[..., 1] >= 0) & (pix[..., 1] < height)
