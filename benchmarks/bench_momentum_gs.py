@@ -46,14 +46,17 @@ VARIANTS = {
     "+ momentum distillation (lambda_c 5), 2 gloo processes": dict(grid=(2, 2), teacher=True, weighting=False,
                                                                    processes=2,
                                                                    extra=["--pipeline.model.consistency-weight", "5"]),
+    "+ momentum distillation (m 0.999)": dict(grid=(2, 2), teacher=True, weighting=False, processes=1,
+                                              extra=["--pipeline.model.momentum", "0.999"]),
     "4 independent blocks, coverage": dict(grid=(2, 2), teacher=False, weighting=False, processes=1,
                                            extra=["--pipeline.model.block-coverage", "True"]),
     "full, coverage": dict(grid=(2, 2), teacher=True, weighting=True, processes=1,
                            extra=["--pipeline.model.block-coverage", "True"]),
 }  # fmt: skip
 """With --variants: the ablation's steps on 2 processes (blocks trained in parallel, as in the paper), a
-10x weaker consistency loss, and each block also training the anchors its cameras see (VastGaussian's
-coverage selection)."""
+10x weaker consistency loss, a slow teacher (m 0.999: a horizon of ~1000 steps, several block
+switches), and each block also training the anchors its cameras see (VastGaussian's coverage
+selection)."""
 
 
 def run(args: List[str]) -> str:
