@@ -46,6 +46,12 @@ VARIANTS = {
     "+ momentum distillation (lambda_c 5), 2 gloo processes": dict(grid=(2, 2), teacher=True, weighting=False,
                                                                    processes=2,
                                                                    extra=["--pipeline.model.consistency-weight", "5"]),
+    "+ momentum distillation (lambda_c 0.5), 2 gloo processes": dict(grid=(2, 2), teacher=True, weighting=False,
+                                                                     processes=2,
+                                                                     extra=["--pipeline.model.consistency-weight", "0.5"]),
+    "+ momentum distillation (m 0.999, lambda_c 0.5), 2 gloo processes": dict(
+        grid=(2, 2), teacher=True, weighting=False, processes=2,
+        extra=["--pipeline.model.momentum", "0.999", "--pipeline.model.consistency-weight", "0.5"]),
     "+ momentum distillation (m 0.999)": dict(grid=(2, 2), teacher=True, weighting=False, processes=1,
                                               extra=["--pipeline.model.momentum", "0.999"]),
     "4 independent blocks, coverage": dict(grid=(2, 2), teacher=False, weighting=False, processes=1,
@@ -54,9 +60,9 @@ VARIANTS = {
                            extra=["--pipeline.model.block-coverage", "True"]),
 }  # fmt: skip
 """With --variants: the ablation's steps on 2 processes (blocks trained in parallel, as in the paper), a
-10x weaker consistency loss, a slow teacher (m 0.999: a horizon of ~1000 steps, several block
-switches), and each block also training the anchors its cameras see (VastGaussian's coverage
-selection)."""
+10x and 100x weaker consistency loss, a slow teacher (m 0.999: a horizon of ~1000 steps, several
+block switches) at the full and a 100x weaker consistency weight, and each block also training the
+anchors its cameras see (VastGaussian's coverage selection)."""
 
 
 def run(args: List[str]) -> str:
