@@ -15,7 +15,7 @@ from distilled_gs_ns.blocks.ground_plane import detect_up_axis, ground_basis
 from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
 from distilled_gs_ns.blocks.partition import BlockPartition
 from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics, block_weights
-from distilled_gs_ns.rendering.cameras import world_to_camera
+from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
 
 Z = torch.tensor([0.0, 0.0, 1.0])
 
@@ -242,6 +242,15 @@ def test_world_to_camera_puts_points_ahead_at_positive_depth_and_up_at_the_image
     assert pix[1, 1] < 24 and pix[2, 0] > 32  # up is towards row 0, right towards the last column
 
 
+def test_points_in_view_uses_each_cameras_own_image_size() -> None:
+    """Captures mix image sizes: a point at column ~50 is inside a 64-wide image, outside a 40-wide one."""
+    view = world_to_camera(torch.eye(4)[None, :3, :]).expand(2, 4, 4)
+    Ks = torch.stack([intrinsics(10.0), intrinsics(10.0)])  # principal point (32, 24)
+    points = torch.tensor([[9.0, 0.0, -5.0], [0.0, 0.0, -5.0]])  # columns 50 and 32
+    inside = points_in_view(view, Ks, torch.tensor([[64, 48], [40, 48]]), points)
+    assert inside.tolist() == [[True, True], [False, True]]
+
+
 @pytest.fixture(scope="module")
 def ground_scene():
     """4000 ground points on [0, 8] x [0, 4], a 2 x 2 grid (blocks 0: x<4,y<2; 1: x<4,y>=2; 2: x>=4,y<2; 3)."""
@@ -251,11 +260,15 @@ def ground_scene():
     return partition, points, partition.assign(points)
 
 
+def image_size(count: int, width: int = 64, height: int = 48) -> Tensor:
+    return torch.tensor([[width, height]]).expand(count, 2)
+
+
 def run_assignment(ground_scene, cameras, focals, **kwargs):
     partition, points, ids = ground_scene
     c2w = torch.stack(cameras)
     Ks = torch.stack([intrinsics(f) for f in focals])
-    return assign_cameras(partition, c2w, Ks, 64, 48, points, ids, **kwargs)
+    return assign_cameras(partition, c2w, Ks, image_size(len(cameras)), points, ids, **kwargs)
 
 
 SKY = ((1.0, 0.0, 0.0),)  # world_up for cameras looking straight up
@@ -317,13 +330,13 @@ def test_every_block_with_points_gets_a_camera(ground_scene) -> None:
     points, ids = points[keep], ids[keep]
     counts = torch.bincount(ids, minlength=4)
     assert counts[2] == 0 and 100 < counts[1] < 400
-    assigned = assign_cameras(partition, cameras, Ks, 64, 48, points, ids, visibility_threshold=0.5)
+    assigned = assign_cameras(partition, cameras, Ks, image_size(2), points, ids, visibility_threshold=0.5)
     assert assigned[0] == [0, 1]  # both stand in it
     assert assigned[1] == [1]  # nobody sees it: the nearest camera (not merely the first)
     assert assigned[2] == []  # empty, and nobody stands in it
     assert assigned[3] == [0]  # below the threshold, but camera 0 is the one that sees most of it
     # A block under min_points counts as empty.
-    assigned = assign_cameras(partition, cameras, Ks, 64, 48, points, ids, visibility_threshold=0.5, min_points=400)
+    assigned = assign_cameras(partition, cameras, Ks, image_size(2), points, ids, visibility_threshold=0.5, min_points=400)
     assert assigned[1] == [] and assigned[3] == [0]
 
 

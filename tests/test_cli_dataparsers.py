@@ -1,4 +1,5 @@
-"""The teachers train from nerfstudio's blender-data and colmap dataparsers, not only nerfstudio-data."""
+"""The teachers train from nerfstudio's blender-data and colmap dataparsers (a text model with points on the
+object's surface), not only nerfstudio-data."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_cli, short_schedule
-from tests.scene_formats import to_blender, to_colmap
+from distilled_gs_ns.data.captures import Crop, colmap_capture
+from tests.scene_formats import to_blender
 
 pytestmark = pytest.mark.cli
 STEPS = 80
@@ -35,7 +37,8 @@ def test_blender_data(tmp_path: Path) -> None:
 
 
 def test_colmap_data_seeds_from_the_point_cloud(tmp_path: Path) -> None:
-    data = to_colmap(tmp_path / "colmap", num_points=COLMAP_POINTS)
+    pinhole = (Crop(100, 100, 50.0, 50.0),)
+    data = colmap_capture(tmp_path / "colmap", lens="pinhole", crops=pinhole, ext=".txt", num_points=COLMAP_POINTS)
     results = train_and_eval(
         "distilled-3dgs-teacher-perturbed", data, tmp_path / "out", ["colmap", "--downscale-factor", "1"]
     )

@@ -31,7 +31,7 @@ from distilled_gs_ns.models.anchors import Anchors, spawn_gaussians, visible
 from distilled_gs_ns.models.initialisation import seed_box
 from distilled_gs_ns.models.momentum_gs import ANCHOR_GROUPS, MomentumGSModel, MomentumGSModelConfig, seen_by_any
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
-from distilled_gs_ns.rendering.cameras import world_to_camera
+from distilled_gs_ns.rendering.cameras import image_sizes, world_to_camera
 from tests.toy_models import SIZE, look_at, ring_cameras, square_cameras
 
 Z = torch.tensor([0.0, 0.0, 1.0])
@@ -329,11 +329,15 @@ def intrinsics(count: int, focal: float = 32.0, size: int = 32) -> Tensor:
     return torch.tensor([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]]).expand(count, 3, 3)
 
 
+def sizes(count: int, size: int = 32) -> Tensor:
+    return torch.tensor([[size, size]]).expand(count, 2)
+
+
 def test_export_directions_are_the_mean_seen_direction_for_one_sided_cameras() -> None:
     eyes = torch.tensor([[0.0, -5.0, 0.0], [1.5, -4.5, 0.5], [-1.0, -4.8, 1.0], [0.5, -5.0, -1.0]])
     c2w = torch.stack([look_at(eye, torch.zeros(3)) for eye in eyes])
     points = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.1, -0.1]])
-    dirs = export_view_directions(points, c2w, intrinsics(4), 32, 32)
+    dirs = export_view_directions(points, c2w, intrinsics(4), sizes(4))
     expected = torch.nn.functional.normalize(points[:, None] - eyes[None], dim=-1).mean(1)
     expected = torch.nn.functional.normalize(expected, dim=-1)
     assert torch.allclose(dirs, expected, atol=1e-6)
@@ -348,7 +352,7 @@ def test_export_directions_fall_back_to_the_nearest_camera_when_directions_cance
     point = torch.tensor([[0.3, 0.0, 0.0]])  # nearest camera: (5, 0, 0)
     units = torch.nn.functional.normalize(point - eyes, dim=-1)
     assert units.mean(0).norm() < 0.2  # the ring cancels out
-    dirs = export_view_directions(point, c2w, intrinsics(8), 32, 32)
+    dirs = export_view_directions(point, c2w, intrinsics(8), sizes(8))
     assert torch.allclose(dirs, torch.tensor([[-1.0, 0.0, 0.0]]), atol=1e-6)
 
 
@@ -356,16 +360,16 @@ def test_export_directions_for_unseen_points_use_the_nearest_camera() -> None:
     eyes = torch.tensor([[0.0, -5.0, 0.0], [1.0, -5.0, 0.0]])
     c2w = torch.stack([look_at(eye, eye + torch.tensor([0.0, 1.0, 0.0])) for eye in eyes])
     behind = torch.tensor([[1.0, -8.0, 0.0]])  # behind both cameras
-    dirs = export_view_directions(behind, c2w, intrinsics(2), 32, 32)
+    dirs = export_view_directions(behind, c2w, intrinsics(2), sizes(2))
     assert torch.allclose(dirs, torch.tensor([[0.0, -1.0, 0.0]]), atol=1e-6)
-    assert export_view_directions(torch.zeros(0, 3), c2w, intrinsics(2), 32, 32).shape == (0, 3)
+    assert export_view_directions(torch.zeros(0, 3), c2w, intrinsics(2), sizes(2)).shape == (0, 3)
 
 
 def test_export_directions_are_unit_length() -> None:
     gen = torch.Generator().manual_seed(3)
     points = torch.randn(200, 3, generator=gen)
     cams = ring_cameras()
-    dirs = export_view_directions(points, cams.camera_to_worlds, cams.get_intrinsics_matrices(), SIZE, SIZE)
+    dirs = export_view_directions(points, cams.camera_to_worlds, cams.get_intrinsics_matrices(), image_sizes(cams))
     assert torch.allclose(dirs.norm(dim=-1), torch.ones(200), atol=1e-5)
 
 
@@ -678,7 +682,7 @@ def test_coverage_blocks_also_train_what_their_cameras_see_and_merge_once() -> N
     c2w, Ks = covered.train_views["camera_to_worlds"], covered.train_views["Ks"]
     for block, cams in enumerate(covered.block_cameras):
         own = plain.blocks[block].anchors.num_anchors if block else plain.active_anchors().num_anchors
-        seen = seen_by_any(anchors, c2w[cams], Ks[cams], SIZE, SIZE)
+        seen = seen_by_any(anchors, c2w[cams], Ks[cams], covered.train_views["sizes"][cams])
         extra = seen & ~covered.partition.contains(anchors.positions, block, margin=covered.config.block_margin)
         count = covered.blocks[block].anchors.num_anchors
         assert bool(extra.any()) and count == own + int(extra.sum())  # others' content in view is trained too

@@ -18,7 +18,7 @@ from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
 
 
 def _visible_counts(
-    camera_to_worlds: Tensor, Ks: Tensor, width: int, height: int, points: Tensor, block_ids: Tensor, num_blocks: int
+    camera_to_worlds: Tensor, Ks: Tensor, sizes: Tensor, points: Tensor, block_ids: Tensor, num_blocks: int
 ) -> Tensor:
     """[C, B] number of each block's points in front of each camera and inside its image."""
     viewmats = world_to_camera(camera_to_worlds.to(points.dtype))  # OpenCV axes: camera looks along +z
@@ -26,7 +26,8 @@ def _visible_counts(
     counts = torch.zeros(camera_to_worlds.shape[0], num_blocks, dtype=points.dtype, device=points.device)
     chunk = max(1, 2**22 // max(points.shape[0], 1))  # bounds the [chunk, N, 3] temporaries
     for start in range(0, camera_to_worlds.shape[0], chunk):
-        inside = points_in_view(viewmats[start : start + chunk], Ks[start : start + chunk], width, height, points)
+        stop = start + chunk
+        inside = points_in_view(viewmats[start:stop], Ks[start:stop], sizes[start:stop], points)
         counts[start : start + chunk].index_add_(1, block_ids, inside.to(points.dtype))
     return counts
 
@@ -36,8 +37,7 @@ def assign_cameras(
     partition: BlockPartition,
     camera_to_worlds: Tensor,
     Ks: Tensor,
-    width: int,
-    height: int,
+    sizes: Tensor,
     points: Tensor,
     block_ids: Tensor,
     position_margin: float = 0.1,
@@ -46,8 +46,9 @@ def assign_cameras(
 ) -> List[List[int]]:
     """Sorted camera indices per block; blocks may share cameras.
 
-    camera_to_worlds: [C, 3, 4] nerfstudio (OpenGL axes); Ks: [C, 3, 3] pixel intrinsics of
-    width x height images; points: [N, 3] scene points (e.g. coarse anchors) with block_ids [N].
+    camera_to_worlds: [C, 3, 4] nerfstudio (OpenGL axes); Ks: [C, 3, 3] pixel intrinsics; sizes:
+    [C, 2] image (width, height) per camera; points: [N, 3] scene points (e.g. coarse anchors) with
+    block_ids [N].
     A camera belongs to a block if its centre lies in the block grown by `position_margin` cells,
     or if at least `visibility_threshold` of the block's points are in its view. Blocks with fewer
     than `min_points` points count as empty: they only get cameras by position.
@@ -61,6 +62,8 @@ def assign_cameras(
         raise ValueError(f"camera_to_worlds must be [C, 3, 4] with C >= 1, got {tuple(camera_to_worlds.shape)}")
     if Ks.shape != (num_cams, 3, 3):
         raise ValueError(f"Ks must be [{num_cams}, 3, 3], got {tuple(Ks.shape)}")
+    if sizes.shape != (num_cams, 2):
+        raise ValueError(f"sizes must be [{num_cams}, 2], got {tuple(sizes.shape)}")
     if points.dim() != 2 or points.shape[1] != 3 or block_ids.shape != (points.shape[0],):
         raise ValueError(
             f"points must be [N, 3] and block_ids [N], got {tuple(points.shape)}, {tuple(block_ids.shape)}"
@@ -79,14 +82,14 @@ def assign_cameras(
     device = points.device
     camera_to_worlds = camera_to_worlds.detach().to(device)
     block_ids = block_ids.to(device=device, dtype=torch.long)
-    sizes = torch.bincount(block_ids, minlength=num_blocks)
-    counts = _visible_counts(camera_to_worlds, Ks.detach().to(device), width, height, points, block_ids, num_blocks)
-    fractions = counts / sizes.clamp(min=1).to(counts.dtype)
+    points_per_block = torch.bincount(block_ids, minlength=num_blocks)
+    counts = _visible_counts(camera_to_worlds, Ks.detach().to(device), sizes, points, block_ids, num_blocks)
+    fractions = counts / points_per_block.clamp(min=1).to(counts.dtype)
     centres = camera_to_worlds[:, :3, 3]
 
     assigned = []
     for block in range(num_blocks):
-        non_empty = int(sizes[block]) >= min_points
+        non_empty = int(points_per_block[block]) >= min_points
         chosen = partition.contains(centres, block, margin=position_margin)
         if non_empty:
             chosen = chosen | (fractions[:, block] >= visibility_threshold)

@@ -50,6 +50,7 @@ class DemoResult:
     device: str
     flags: List[str]
     config: str
+    data: str = str(DEMO_SCENE)
 
 
 def _run(args: Sequence[str], log: Path) -> None:
@@ -66,25 +67,38 @@ def _run(args: Sequence[str], log: Path) -> None:
 
 
 def train_and_report(
-    name: str, method: str, output_dir: Path, steps: int, device: str, extra: Sequence[str] = ()
+    name: str,
+    method: str,
+    output_dir: Path,
+    steps: int,
+    device: str,
+    extra: Sequence[str] = (),
+    data: Path = DEMO_SCENE,
+    schedule: Optional[Sequence[str]] = None,
+    parser: Sequence[str] = (),
 ) -> DemoResult:
-    """Train `method` on the demo scene, export its PLY, evaluate the held-out views (renders kept).
+    """Train `method` on `data` (the demo scene by default), export its PLY, evaluate the held-out
+    views (renders kept).
 
-    A stage that already finished with the same steps, device and flags is not run again.
+    `schedule` replaces the ShortRun flags of `steps`; `parser` selects and configures the dataparser
+    (e.g. `colmap --downscale-factor 2`). A stage that already finished with the same steps, device,
+    flags and data is not run again.
     """
     stage_dir = output_dir / name
     saved = stage_dir / "result.json"
+    flags = [*(schedule or []), *extra, *parser]
     if saved.exists():
         result = DemoResult(**json.loads(saved.read_text()))
-        if (result.steps, result.device, result.flags) == (steps, device, list(extra)) and Path(result.config).exists():
+        same = (result.steps, result.device, result.flags, result.data) == (steps, device, flags, str(data))
+        if same and Path(result.config).exists():
             print(f"\n{name}: finished earlier ({saved}), reused")
             return result
     run_dir = stage_dir / method / "demo"
     start = time.perf_counter()
     _run(
         [
-            "ns-train", method, "--data", str(DEMO_SCENE), "--output-dir", str(output_dir),
-            "--experiment-name", name, "--timestamp", "demo", *ShortRun(steps, device).flags(), *extra,
+            "ns-train", method, "--output-dir", str(output_dir), "--experiment-name", name, "--timestamp", "demo",
+            *(schedule or ShortRun(steps, device).flags()), *extra, *parser, "--data", str(data),
         ],
         output_dir / f"{name}-train.log",
     )  # fmt: skip
@@ -116,8 +130,9 @@ def train_and_report(
         train_seconds=train_seconds,
         steps=steps,
         device=device,
-        flags=list(extra),
+        flags=flags,
         config=str(config),
+        data=str(data),
     )
     saved.write_text(json.dumps(asdict(result), indent=2))
     return result

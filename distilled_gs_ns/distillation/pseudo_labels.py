@@ -29,6 +29,7 @@ class PseudoLabels:
     """One fused RGBA label per camera; index with the camera's position in its Cameras."""
 
     images: List[Tensor]  # [H, W, 4] each, straight alpha
+    intrinsics: Tensor  # [V, 4] fx, fy, cx, cy of the camera each label was rendered for
 
     def __len__(self) -> int:
         return len(self.images)
@@ -63,6 +64,7 @@ def render_pseudo_labels(
 ) -> PseudoLabels:
     """Render every camera with every teacher at full resolution and fuse the renders."""
     images = []
+    intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).reshape(-1, 4).float().cpu()
     for index in track(range(cameras.shape[0]), description=description, transient=True):
         premultiplied: Optional[Tensor] = None
         alpha: Optional[Tensor] = None
@@ -76,7 +78,33 @@ def render_pseudo_labels(
         assert premultiplied is not None and alpha is not None
         straight = torch.where(alpha > 1e-4, premultiplied / alpha.clamp(min=1e-4), torch.zeros_like(premultiplied))
         images.append(_store(torch.cat([straight.clamp(0.0, 1.0), alpha], dim=-1).cpu(), dtype))
-    return PseudoLabels(images)
+    return PseudoLabels(images, intrinsics)
+
+
+def check_labels_match_views(labels: PseudoLabels, cameras: Cameras, images: Sequence[Tensor]) -> None:
+    """Refuse labels that do not line up with the ground truth they are trained beside.
+
+    Each label must have its view's image size and have been rendered with the intrinsics of the
+    camera served with that image: undistortion can keep the size and still move the principal
+    point or focal length (fisheye), which no shape check in a loss would catch.
+    """
+    served = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).reshape(-1, 4).float().cpu()
+    if len(labels) != len(images) or labels.intrinsics.shape != served.shape:
+        raise UserInputError(f"{len(labels)} pseudo-labels for {len(images)} training images")
+    for index, (label, image) in enumerate(zip(labels.images, images)):
+        if tuple(label.shape[:2]) != tuple(image.shape[:2]):
+            raise UserInputError(
+                f"pseudo-label {index} is {label.shape[1]}x{label.shape[0]} px but its training image is "
+                f"{image.shape[1]}x{image.shape[0]} px: the label was rendered for another camera than the one "
+                "the datamanager serves (e.g. before undistortion)"
+            )
+    offset = (labels.intrinsics - served).abs() / served.abs().clamp(min=1.0)
+    if bool((offset > 1e-4).any()):
+        index = int(offset.max(dim=-1).values.argmax())
+        raise UserInputError(
+            f"pseudo-label {index} was rendered with intrinsics (fx, fy, cx, cy) {labels.intrinsics[index].tolist()} "
+            f"but its training image is served with {served[index].tolist()}: the label would be misaligned"
+        )
 
 
 def _store(rgba: Tensor, dtype: LabelDtype) -> Tensor:

@@ -20,6 +20,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.splatfacto import SplatfactoModelConfig
+from torch import Tensor
 
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
@@ -101,6 +102,27 @@ def check_same_cameras(path: Path, config: TrainerConfig, cameras: Cameras) -> N
             f"teacher {path} was trained on other data or other dataparser settings: its camera poses differ from "
             f"the student's by up to {float(offset):.3g}"
         )
+    if not _same_lens(teacher_cameras, cameras):
+        raise UserInputError(
+            f"teacher {path} was trained with other camera intrinsics or lens distortion than the student's data: "
+            "its renders would not line up with the student's (undistorted) images"
+        )
+
+
+def _same_lens(a: Cameras, b: Cameras) -> bool:
+    """Same camera model, intrinsics and distortion coefficients (as the dataparsers read them).
+
+    nerfstudio undistorts and crops each image as a deterministic function of these and the image
+    size, so equal originals mean the student and the teacher were served the same cameras.
+    """
+    def lens(cameras: Cameras) -> Tensor:
+        parts = [cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.camera_type.to(cameras.fx.dtype)]
+        if cameras.distortion_params is not None:
+            parts.append(cameras.distortion_params)
+        return torch.cat([p.reshape(p.shape[0], -1).cpu().float() for p in parts], dim=-1)
+
+    left, right = lens(a), lens(b)
+    return left.shape == right.shape and bool(torch.allclose(left, right, rtol=1e-5, atol=1e-6))
 
 
 def latest_checkpoint(path: Path) -> Path:

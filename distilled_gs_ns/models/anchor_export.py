@@ -19,11 +19,11 @@ MIN_MEAN_NORM = 0.2
 
 
 @torch.no_grad()
-def export_view_directions(positions: Tensor, camera_to_worlds: Tensor, Ks: Tensor, width: int, height: int) -> Tensor:
+def export_view_directions(positions: Tensor, camera_to_worlds: Tensor, Ks: Tensor, sizes: Tensor) -> Tensor:
     """[N, 3] unit directions (camera towards anchor) for anchors `positions` [N, 3].
 
-    camera_to_worlds: [C, 3, 4] nerfstudio (OpenGL) training poses; Ks: [C, 3, 3] pixel intrinsics
-    of width x height images.
+    camera_to_worlds: [C, 3, 4] nerfstudio (OpenGL) training poses; Ks: [C, 3, 3] pixel intrinsics;
+    sizes: [C, 2] image (width, height) per camera.
     """
     if positions.shape[0] == 0:
         return positions.new_zeros(0, 3)
@@ -36,7 +36,7 @@ def export_view_directions(positions: Tensor, camera_to_worlds: Tensor, Ks: Tens
     chunk = max(1, 2**22 // max(c2w.shape[0], 1))
     for start in range(0, positions.shape[0], chunk):
         points = positions[start : start + chunk]
-        seen = points_in_view(viewmats, Ks, width, height, points)
+        seen = points_in_view(viewmats, Ks, sizes, points)
         towards = points[None] - centres[:, None]  # [C, n, 3]
         units = F.normalize(towards, dim=-1)
         mean = (units * seen[..., None]).sum(0) / seen.sum(0).clamp(min=1)[:, None]

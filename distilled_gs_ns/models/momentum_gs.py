@@ -46,7 +46,7 @@ from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anc
 from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, assemble_gaussians, bake_gaussians, visible
 from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel, SplatBaseModelConfig, planned_steps
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
-from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
+from distilled_gs_ns.rendering.cameras import image_sizes, points_in_view, world_to_camera
 
 ANCHOR_GROUPS = {"anchor_features": "features", "anchor_offsets": "offsets", "anchor_scaling": "log_scaling"}
 """Optimiser group -> the trained anchor tensor it holds (positions stay fixed, as in Scaffold-GS)."""
@@ -152,13 +152,14 @@ class TrainingView:
     gaussians: RenderGaussians
 
 
-def seen_by_any(anchors: Anchors, camera_to_worlds: Tensor, Ks: Tensor, width: int, height: int) -> Tensor:
-    """[N] bool: anchors in front of and inside the image of at least one of the cameras."""
+def seen_by_any(anchors: Anchors, camera_to_worlds: Tensor, Ks: Tensor, sizes: Tensor) -> Tensor:
+    """[N] bool: anchors in front of and inside the image of at least one of the cameras (sizes: [C, 2])."""
     viewmats = world_to_camera(camera_to_worlds)
     seen = torch.zeros(anchors.num_anchors, dtype=torch.bool, device=anchors.positions.device)
     chunk = max(1, 2**22 // max(anchors.num_anchors, 1))  # bounds the [chunk, N, 3] temporaries
     for start in range(0, viewmats.shape[0], chunk):
-        in_view = points_in_view(viewmats[start : start + chunk], Ks[start : start + chunk], width, height, anchors.positions)
+        stop = start + chunk
+        in_view = points_in_view(viewmats[start:stop], Ks[start:stop], sizes[start:stop], anchors.positions)
         seen |= in_view.any(dim=0)
     return seen
 
@@ -228,8 +229,8 @@ class MomentumGSModel(SplatBaseModel):
         )
         c2w = cameras.camera_to_worlds.detach().cpu().float()
         Ks = cameras.get_intrinsics_matrices().detach().cpu().float()
-        width, height = int(cameras.width.max()), int(cameras.height.max())
-        self.train_views = {"camera_to_worlds": c2w, "Ks": Ks, "size": torch.tensor([width, height])}
+        sizes = image_sizes(cameras)
+        self.train_views = {"camera_to_worlds": c2w, "Ks": Ks, "sizes": sizes}
         try:
             self.partition = BlockPartition.fit(
                 anchors.positions, detect_up_axis(c2w), tuple(self.config.block_grid), self.config.block_split
@@ -241,8 +242,7 @@ class MomentumGSModel(SplatBaseModel):
             self.partition,
             c2w,
             Ks,
-            width,
-            height,
+            sizes,
             anchors.positions,
             block_ids,
             position_margin=self.config.camera_position_margin,
@@ -266,13 +266,12 @@ class MomentumGSModel(SplatBaseModel):
         assert self.partition is not None
         if not self.config.block_coverage:
             return split_anchors(self.partition, anchors, self.config.block_margin)
-        c2w, Ks = self.train_views["camera_to_worlds"], self.train_views["Ks"]
-        width, height = self.train_views["size"].tolist()
+        c2w, Ks, sizes = (self.train_views[key] for key in ("camera_to_worlds", "Ks", "sizes"))
         return [
             select_anchors(
                 anchors,
                 self.partition.contains(anchors.positions, block, margin=self.config.block_margin)
-                | seen_by_any(anchors, c2w[cams], Ks[cams], width, height),
+                | seen_by_any(anchors, c2w[cams], Ks[cams], sizes[cams]),
             )
             for block, cams in enumerate(self.block_cameras)
         ]
@@ -501,6 +500,9 @@ class MomentumGSModel(SplatBaseModel):
         self.block_metrics = SmoothedBlockMetrics(count, self.config.metrics_smoothing)
         self.block_metrics.load_state_dict(state["block_metrics"])
         self.train_views = dict(state["train_views"])
+        if "size" in self.train_views:  # checkpoints before per-camera sizes: one size for every camera
+            count = self.train_views["Ks"].shape[0]
+            self.train_views["sizes"] = self.train_views.pop("size").reshape(1, 2).expand(count, 2).clone()
         self.active_block, self.active_positions, self.active_params, self.stats = None, None, {}, None
         self._render_cache = self._bake_cache = None
         if self.blocks:
@@ -680,10 +682,8 @@ class MomentumGSModel(SplatBaseModel):
         key = (self.step, self.merged is None, len(self.blocks))
         if self._bake_cache is None or self._bake_cache[0] != key:
             anchors = self.render_anchors()
-            size = self.train_views["size"].tolist()
-            dirs = export_view_directions(
-                anchors.positions, self.train_views["camera_to_worlds"], self.train_views["Ks"], size[0], size[1]
-            )
+            views = self.train_views
+            dirs = export_view_directions(anchors.positions, views["camera_to_worlds"], views["Ks"], views["sizes"])
             with torch.no_grad():
                 self._bake_cache = (key, bake_gaussians(anchors, self.decoder, dirs))
         return self._bake_cache[1]

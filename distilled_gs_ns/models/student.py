@@ -149,7 +149,7 @@ class StudentModel(SplatBaseModel):
             # No densification (nor its opacity resets and pruning) once the budget schedule starts.
             self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, self.sample_step)
         if pipeline is not None:
-            self.train_cameras = pipeline.datamanager.train_dataset.cameras
+            self.train_cameras = pipeline.served_train_cameras()
         return super().get_training_callbacks(training_callback_attributes)
 
     def step_post_backward(self, step: int) -> None:

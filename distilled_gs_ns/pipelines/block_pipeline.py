@@ -46,7 +46,7 @@ class BlockPipeline(SplatPipeline):
         if test_mode == "val":
             process_group.broadcast_module_(self.model.decoder)
             process_group.broadcast_module_(self.model.teacher_decoder)
-            self.model.setup_blocks(self.datamanager.train_dataset.cameras, process_group.rank(), self.world_size)
+            self.model.setup_blocks(self.served_train_cameras(), process_group.rank(), self.world_size)
 
     def _next_camera(self, block: int) -> int:
         """The block's cameras in a fresh random order each pass, like nerfstudio's datamanager."""

@@ -21,6 +21,7 @@ from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.distillation.pseudo_labels import (
     LabelDtype,
     PseudoLabels,
+    check_labels_match_views,
     fusion_weights,
     jittered_cameras,
     render_pseudo_labels,
@@ -103,7 +104,7 @@ class DistillationPipeline(SplatPipeline):
             f"({budget / reference.num_gaussians:.1%} of {reference.method_name}, {reference.config_path})"
         )
         self.model.set_structure_reference(reference.model.means)
-        cameras = self.datamanager.train_dataset.cameras
+        cameras = self.served_train_cameras()
         if self.model.config.initialisation == "teacher":
             importance = blending_importance(reference.model, cameras, description="teacher importance")
             self.model.initialise_from(dict(reference.model.gauss_params.items()), importance)
@@ -113,6 +114,8 @@ class DistillationPipeline(SplatPipeline):
         dtype = self.config.pseudo_label_dtype
         if self.model.config.kd_weight > 0:
             self.pseudo_labels = render_pseudo_labels(teachers, cameras, weights, dtype)
+            served = getattr(self.datamanager, "train_cameras", cameras)
+            check_labels_match_views(self.pseudo_labels, served, [view["image"] for view in self.datamanager.cached_train])
             CONSOLE.log(f"pseudo-labels: {len(self.pseudo_labels)} views cached, {self.pseudo_labels.nbytes / 2**20:.1f} MiB ({dtype})")
         if self.config.pseudo_views > 0:
             self.pseudo_cameras = jittered_cameras(cameras, self.config.pseudo_views, self.config.pseudo_view_jitter)

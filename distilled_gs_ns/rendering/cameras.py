@@ -19,13 +19,20 @@ def world_to_camera(camera_to_world: Tensor) -> Tensor:
     return view
 
 
-def points_in_view(viewmats: Tensor, Ks: Tensor, width: int, height: int, points: Tensor) -> Tensor:
-    """[C, N] bool: points [N, 3] in front of each camera and inside its width x height image.
+def points_in_view(viewmats: Tensor, Ks: Tensor, sizes: Tensor, points: Tensor) -> Tensor:
+    """[C, N] bool: points [N, 3] in front of each camera and inside its image.
 
     viewmats: gsplat world-to-camera [C, 4, 4] (OpenCV axes, looking along +z); Ks: [C, 3, 3] pixel
-    intrinsics. Builds [C, N, 3] temporaries: callers with many cameras and points chunk them.
+    intrinsics; sizes: [C, 2] each camera's (width, height), which may differ between cameras.
+    Builds [C, N, 3] temporaries: callers with many cameras and points chunk them.
     """
     cam = torch.einsum("cij,nj->cni", viewmats[:, :3, :3], points) + viewmats[:, None, :3, 3]
     depth = cam[..., 2]
-    pix = torch.einsum("cij,cnj->cni", Ks, cam / depth.clamp(min=1e-9)[..., None])
-    return (depth > 0) & (pix[..., 0] >= 0) & (pix[..., 0] < width) & (pix[..., 1] >= 0) & (pix[..., 1] < height)
+    pix = torch.einsum("cij,cnj->cni", Ks, cam / depth.clamp(min=1e-9)[..., None])[..., :2]
+    limits = sizes.to(device=pix.device, dtype=pix.dtype)[:, None, :]
+    return (depth > 0) & (pix >= 0).all(dim=-1) & (pix < limits).all(dim=-1)
+
+
+def image_sizes(cameras) -> Tensor:
+    """[C, 2] (width, height) of each of nerfstudio `cameras`, as served (after undistortion)."""
+    return torch.stack([cameras.width.reshape(-1), cameras.height.reshape(-1)], dim=-1).long().cpu()
