@@ -1,10 +1,16 @@
-"""CPU cost of the PyTorch tile rasteriser: one training step (forward + backward) per configuration.
+"""CPU cost of the tile rasteriser: one training step (forward + backward) per configuration.
 
 What is timed: `torch_rasterization` from 3D Gaussians (projection, SH colours, tile binning, tile
 compositing) in float32 with `absgrad=True`, an L1 loss against a fixed target, and `backward()`;
 the median over the repeats, after warm-up steps. The dense reference (projection + SH +
 `rasterize_dense`, autograd) runs the same step where its [H, W, N] tensors fit (see
 `--dense-max-elements`); its median divided by the tile rasteriser's is the speed-up column.
+
+Backends side by side (`BACKEND_CASES`): the same step with the PyTorch compositor and with the
+compiled numba one (`compositor="torch"` / `"numba"`), plus the compositing step alone (forward +
+backward of `rasterize_tiles` / `rasterize_tiles_numba` on fixed projected Gaussians and tile lists),
+each timed in its own fresh process after warm-up (numba's compilation is cached on disk and done
+in the warm-up).
 
 Peak memory: every configuration and method runs in fresh subprocesses, one for timing and one for
 memory. The memory run takes one warm-up step (one-time initialisation of thread pools, the autograd
@@ -26,7 +32,7 @@ standard deviations log-uniform in 0.5..3 px whatever the resolution (3-sigma ra
 random rotations, opacities in 0.1..0.9, random SH (degree 3) coefficients.
 
 Usage:
-    PYTHONPATH=. python benchmarks/bench_rasterizer.py [--quick] [--out benchmarks/results/rasterizer.json]
+    PYTHONPATH=. python benchmarks/bench_rasterizer.py [--quick] [--backends-only] [--out PATH]
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from typing import Dict, List, Optional
 SIZES = [64, 128, 256]
 COUNTS = [5_000, 20_000, 100_000]
 TARGET = dict(width=100, height=100, n=20_000, sh_degree=3)
+BACKEND_CASES = [dict(width=100, height=100, n=20_000), dict(width=256, height=256, n=100_000)]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "rasterizer.json"
 
 
@@ -123,10 +130,10 @@ def make_step(method: str, params, viewmat, K, target, width: int, height: int, 
         for v in leaves.values():
             v.grad = None
         scales, opacities = leaves["log_scales"].exp(), torch.sigmoid(leaves["logit_opacities"])
-        if method == "tile":
+        if method in ("tile", "numba"):
             render, _, info = torch_rasterization(
                 leaves["means"], leaves["quats"], scales, opacities, leaves["sh"], viewmat, K, width, height,
-                sh_degree=sh_degree, absgrad=absgrad,
+                sh_degree=sh_degree, absgrad=absgrad, compositor="numba" if method == "numba" else "torch",
             )  # fmt: skip
             info["means2d"].retain_grad()
             stats["num_intersections"] = info["num_intersections"]
@@ -142,6 +149,49 @@ def make_step(method: str, params, viewmat, K, target, width: int, height: int, 
         (render - target).abs().mean().backward()
 
     return step, stats
+
+
+def make_composite_step(
+    method: str, params, viewmat, K, target, width: int, height: int, sh_degree: int, absgrad: bool
+):
+    """Forward + backward of the compositing step alone, on fixed projected Gaussians and tile lists."""
+    import torch
+
+    from distilled_gs_ns.rendering.numba_rasterizer import rasterize_tiles_numba
+    from distilled_gs_ns.rendering.projection import colors_from_sh, project_gaussians
+    from distilled_gs_ns.rendering.tile_rasterizer import rasterize_tiles
+    from distilled_gs_ns.rendering.tiles import bin_gaussians
+
+    with torch.no_grad():
+        scales, opacities = params["log_scales"].exp(), torch.sigmoid(params["logit_opacities"])
+        proj = project_gaussians(params["means"], params["quats"], scales, opacities, viewmat, K, width, height)
+        cols = colors_from_sh(params["means"], params["sh"], viewmat, sh_degree, proj.radii)
+        bins = [bin_gaussians(proj.means2d[0], proj.radii[0], proj.depths[0], width, height, 8)]
+    composite = rasterize_tiles_numba if method == "numba" else rasterize_tiles
+
+    def step():
+        leaves = [t.clone().requires_grad_(True) for t in (proj.means2d, proj.conics, proj.opacities, cols)]
+        render, _ = composite(*leaves, bins, width, height, absgrad=absgrad)
+        (render - target).abs().mean().backward()
+
+    return step
+
+
+def _timed(step, warmup: int, repeats: int) -> Dict:
+    for _ in range(warmup):
+        step()
+    times, cpu_times = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+        cpu_times.append((time.process_time() - c0) * 1e3)
+    return dict(
+        median_ms=statistics.median(times),
+        min_ms=min(times),
+        times_ms=[round(t, 2) for t in times],
+        median_cpu_ms=statistics.median(cpu_times),
+    )
 
 
 def worker(cfg: Dict) -> Dict:
@@ -171,20 +221,16 @@ def worker(cfg: Dict) -> Dict:
         out.update(peak_extra_rss_mib=peak_kib / 1024.0, memory_method=method, rss_before_mib=(rss0 or 0) / 1024.0)
         return dict(out, **stats)
 
-    for _ in range(cfg["warmup"]):
-        step()
-    times, cpu_times = [], []
-    for _ in range(cfg["repeats"]):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        times.append((time.perf_counter() - t0) * 1e3)
-        cpu_times.append((time.process_time() - c0) * 1e3)
-    out.update(
-        median_ms=statistics.median(times),
-        min_ms=min(times),
-        times_ms=[round(t, 2) for t in times],
-        median_cpu_ms=statistics.median(cpu_times),
-    )
+    out.update(_timed(step, cfg["warmup"], cfg["repeats"]))
+    if cfg.get("composite"):
+        composite = make_composite_step(
+            cfg["method"], params, viewmat, K, target, width, height, sh_degree, cfg["absgrad"]
+        )
+        out["composite"] = _timed(composite, cfg["warmup"], cfg["repeats"])
+    if cfg["method"] == "numba":
+        import numba
+
+        out["numba_threads"] = numba.get_num_threads()
     return dict(out, **stats)
 
 
@@ -271,6 +317,28 @@ def markdown(results: Dict) -> str:
     return "\n".join(lines)
 
 
+def backends_markdown(rows: List[Dict]) -> str:
+    """Table of the PyTorch and numba compositors side by side."""
+    lines = [
+        "| image | Gaussians | intersections | step ms torch | step ms numba | step speed-up | "
+        "compositing ms torch | compositing ms numba | compositing speed-up | peak MiB torch | peak MiB numba |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        t, n = row["torch"], row["numba"]
+        if "error" in t or "error" in n:
+            err = t.get("error") or n.get("error")
+            lines.append(f"| {row['width']}x{row['height']} | {row['n']:,} | error: {err[-200:]!r} |")
+            continue
+        tc, nc = t["composite"]["median_ms"], n["composite"]["median_ms"]
+        lines.append(
+            f"| {row['width']}x{row['height']} | {row['n']:,} | {t['num_intersections']:,} | "
+            f"{t['median_ms']:.0f} | {n['median_ms']:.0f} | {t['median_ms'] / n['median_ms']:.1f}x | "
+            f"{tc:.0f} | {nc:.1f} | {tc / nc:.1f}x | {t['peak_extra_rss_mib']:.0f} | {n['peak_extra_rss_mib']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 warm-up step and 3 timed repeats instead of 2 and 7")
@@ -288,6 +356,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="torch intra-op threads (default 1; 0 = torch's default). On a machine shared with other jobs, "
         "OpenMP threads competing for the cores make steps an order of magnitude slower, not faster",
     )
+    parser.add_argument(
+        "--backends-only",
+        action="store_true",
+        help="only the torch vs numba comparison (BACKEND_CASES), not the grid against the dense reference",
+    )
     parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -300,7 +373,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     started = time.time()
     load_before = os.getloadavg()
     grid = []
-    for size in SIZES:
+    for size in [] if args.backends_only else SIZES:
         for n in COUNTS:
             cfg = dict(base, width=size, height=size, n=n)
             print(f"[bench] {size}x{size}, {n} Gaussians: tile ...", file=sys.stderr, flush=True)
@@ -314,14 +387,26 @@ def main(argv: Optional[List[str]] = None) -> None:
                 dense_cfg = dict(cfg, method="dense", warmup=min(1, warmup), repeats=min(3, repeats))
                 row["dense"] = run_in_subprocess(dense_cfg)
             grid.append(row)
-    print("[bench] target case ...", file=sys.stderr, flush=True)
-    target = run_in_subprocess(dict(base, method="tile", **TARGET))
+    target = None
+    if not args.backends_only:
+        print("[bench] target case ...", file=sys.stderr, flush=True)
+        target = run_in_subprocess(dict(base, method="tile", **TARGET))
+    backends = []
+    for case in BACKEND_CASES:
+        row = dict(case)
+        for method in ("torch", "numba"):
+            label = f"{case['width']}x{case['height']}, {case['n']} Gaussians: {method}"
+            print(f"[bench] {label} ...", file=sys.stderr, flush=True)
+            cfg = dict(base, **case, method="tile" if method == "torch" else "numba", composite=True)
+            row[method] = run_in_subprocess(cfg)
+        backends.append(row)
 
     import torch
 
     results = dict(
         description=(
-            "float32 CPU training step (torch_rasterization forward + L1 loss + backward, SH degree 3, absgrad); "
+            "float32 CPU training step (torch_rasterization forward + L1 loss + backward, SH degree 3, absgrad; "
+            "'backends': compositor torch vs numba, and the compositing step alone); "
             "median wall-clock ms over the timed repeats after warm-up; peak_extra_rss_mib = resident memory one "
             "step added after a warm-up step (kernel high-water mark after clear_refs, separate fresh process "
             "with a fixed glibc mmap threshold)"
@@ -341,11 +426,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         dense_max_elements=args.dense_max_elements,
         grid=grid,
         target=target,
+        backends=backends,
         wall_s=time.time() - started,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(markdown(results))
+    if not args.backends_only:
+        print(markdown(results))
+        print()
+    print(backends_markdown(backends))
     print(f"\n(written to {args.out})")
 
 

@@ -32,7 +32,7 @@ def test_construction_downloads_nothing(monkeypatch) -> None:
     model = make_model()
     assert isinstance(model.lpips, LazyLPIPS)
     assert not any(name.startswith("lpips") for name in model.state_dict())
-    assert model.raster_backend == "torch"
+    assert model.raster_backend == "numba"  # auto on CPU: the compiled compositor
 
 
 def test_world_to_camera_is_the_inverse_pose_in_gsplat_axes() -> None:

@@ -45,7 +45,7 @@ from nerfstudio.utils.colors import get_color
 
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.metrics.lpips import LazyLPIPS
-from distilled_gs_ns.rendering import RasterBackend, rasterize, resolve_backend
+from distilled_gs_ns.rendering import RasterBackend, ResolvedBackend, rasterize, resolve_backend
 from distilled_gs_ns.rendering.cameras import world_to_camera
 
 GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
@@ -78,9 +78,11 @@ class SplatBaseModelConfig(SplatfactoModelConfig):
 
     _target: Type = field(default_factory=lambda: SplatBaseModel)
     rasterizer: RasterBackend = "auto"
-    """'auto': gsplat's CUDA kernels on CUDA, the PyTorch tile rasteriser on other devices."""
+    """'auto': gsplat's CUDA kernels on CUDA, the compiled tile rasteriser ('numba') on CPU, the plain
+    PyTorch one ('torch') on other devices."""
     cpu_tile_size: int = 8
-    """Tile size of the PyTorch rasteriser (8 is fastest on CPUs for typical splats)."""
+    """Tile size of the 'numba' and 'torch' rasterisers (8 is fastest on CPUs for typical splats;
+    'numba' takes up to 16)."""
     random_scale: float = 1.0
     """Without a point cloud, Gaussians start uniformly inside the region the training cameras look at
     (see models/initialisation.py), scaled by this factor about its centre. (splatfacto instead uses a
@@ -311,7 +313,7 @@ class SplatBaseModel(SplatfactoModel):
     # ------------------------------------------------------------------ rendering
 
     @property
-    def raster_backend(self) -> Literal["gsplat", "torch"]:
+    def raster_backend(self) -> ResolvedBackend:
         return resolve_backend(self.config.rasterizer, self.device)
 
     @property
@@ -360,7 +362,7 @@ class SplatBaseModel(SplatfactoModel):
             raise ValueError(f"Unknown rasterize_mode: {self.config.rasterize_mode}")
         pose = camera.camera_to_worlds if camera_to_world is None else camera_to_world
         backend = self.raster_backend
-        extra = {"tile_size": self.config.cpu_tile_size} if backend == "torch" else {}
+        extra = {"tile_size": self.config.cpu_tile_size} if backend in ("numba", "torch") else {}
         return rasterize(
             backend,
             means=gaussians.means,

@@ -1,5 +1,6 @@
-"""Rasterisation backends: gsplat's CUDA kernels on NVIDIA GPUs, the project's tile rasteriser elsewhere."""
+"""Rasterisation backends: gsplat's CUDA kernels on NVIDIA GPUs, the project's tile rasteriser elsewhere
+(compiled with numba on CPUs, plain PyTorch on other devices)."""
 
-from distilled_gs_ns.rendering.backend import RasterBackend, rasterize, resolve_backend
+from distilled_gs_ns.rendering.backend import RasterBackend, ResolvedBackend, rasterize, resolve_backend
 
-__all__ = ["RasterBackend", "rasterize", "resolve_backend"]
+__all__ = ["RasterBackend", "ResolvedBackend", "rasterize", "resolve_backend"]
