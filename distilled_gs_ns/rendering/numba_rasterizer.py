@@ -24,10 +24,8 @@ Compiled code is cached on disk (`cache=True`): only the first process on a mach
 from __future__ import annotations
 
 import math
-import threading
 from typing import List, Tuple
 
-import numba
 import numpy as np
 import torch
 from llvmlite import ir
@@ -35,6 +33,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 from torch import Tensor
 
+from distilled_gs_ns.rendering.numba_launch import NUMPY_DTYPES, as_numpy, launch
 from distilled_gs_ns.rendering.tile_rasterizer import ALPHA_MAX, ALPHA_MIN, T_MIN
 from distilled_gs_ns.rendering.tiles import TileBins
 
@@ -79,12 +78,6 @@ _B_T0, _B_T1, _B_T2, _B_T3, _B_T4, _B_T5, _B_T6, _B_T7 = (_row(8 + r) for r in r
 # Gaussian instead of one per input array, which matters once they no longer fit in L2.
 _G_MX, _G_MY, _G_A, _G_B, _G_C, _G_OPACITY, _G_REACH, _G_COLOR = range(8)
 
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-
-# One compositing call at a time per process: numba's workqueue threading layer (the fallback when
-# neither TBB nor OpenMP is available) aborts on concurrent parallel launches, e.g. a viewer thread
-# rendering while the trainer steps.
-_LAUNCH_LOCK = threading.Lock()
 
 
 @intrinsic
@@ -437,31 +430,8 @@ def _padded_pixels(tile_size: int) -> int:
     return -(-tile_size * tile_size // LANES) * LANES
 
 
-def _numpy(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
-
-
 def _bins_arrays(bins: TileBins) -> Tuple[np.ndarray, ...]:
-    return tuple(_numpy(t) for t in (bins.tile_ids, bins.offsets, bins.counts, bins.gaussian_ids))
-
-
-def _launch(kernel, *args) -> None:
-    """Run a kernel with as many threads as torch may use, so that processes given one torch thread
-    each do not oversubscribe the cores. Tiles are handed out one at a time: lists are sorted most
-    crowded first, and static chunks would give one thread all the heavy tiles.
-
-    Numba's OpenMP threading layer shares libgomp with torch, and starting its thread pool sets the
-    OpenMP thread count that torch reads back as its own; torch's setting is restored afterwards.
-    """
-    torch_threads = torch.get_num_threads()
-    with _LAUNCH_LOCK:
-        numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
-        try:
-            with numba.parallel_chunksize(1):
-                kernel(*args)
-        finally:
-            if torch.get_num_threads() != torch_threads:
-                torch.set_num_threads(torch_threads)
+    return tuple(as_numpy(t) for t in (bins.tile_ids, bins.offsets, bins.counts, bins.gaussian_ids))
 
 
 class _RasterizeTilesNumba(torch.autograd.Function):
@@ -479,7 +449,7 @@ class _RasterizeTilesNumba(torch.autograd.Function):
     ) -> Tuple[Tensor, Tensor]:
         if means2d.device.type != "cpu":
             raise ValueError(f"the numba compositor runs on CPU tensors, got {means2d.device}")
-        if means2d.dtype not in _NUMPY_DTYPES or any(t.dtype != means2d.dtype for t in (conics, opacities, colors)):
+        if means2d.dtype not in NUMPY_DTYPES or any(t.dtype != means2d.dtype for t in (conics, opacities, colors)):
             raise TypeError("the numba compositor needs float32 or float64 inputs of one dtype")
         n_cams, _, channels = colors.shape
         render = means2d.new_zeros(n_cams, height, width, channels)
@@ -491,16 +461,17 @@ class _RasterizeTilesNumba(torch.autograd.Function):
                 raise ValueError(
                     f"the numba compositor supports tiles up to {MAX_TILE_SIZE} pixels, got {cam_bins.tile_size}"
                 )
-            gauss = _pack_gaussians(*(_numpy(t[cam]) for t in (means2d, conics, opacities, colors)), limits[0])
+            gauss = _pack_gaussians(*(as_numpy(t[cam]) for t in (means2d, conics, opacities, colors)), limits[0])
             cam_inputs = (gauss, *_bins_arrays(cam_bins))
             n_tiles = int(cam_bins.tile_ids.numel())
-            t_final = np.empty((n_tiles, _padded_pixels(cam_bins.tile_size)), _NUMPY_DTYPES[means2d.dtype])
+            t_final = np.empty((n_tiles, _padded_pixels(cam_bins.tile_size)), NUMPY_DTYPES[means2d.dtype])
             last = np.empty(t_final.shape, np.int32)
             spans = np.empty((cam_bins.num_intersections, 2), np.uint16)
             if n_tiles:
-                _launch(
+                launch(
                     _forward_kernel, *cam_inputs, cam_bins.tile_size, cam_bins.tiles_x, limits,
                     render[cam].numpy(), alpha[cam].numpy(), t_final, last, spans,
+                    chunksize=1,
                 )  # fmt: skip
             inputs.append(cam_inputs)
             states.append((t_final, last, spans))
@@ -518,9 +489,9 @@ class _RasterizeTilesNumba(torch.autograd.Function):
             if not t_final.shape[0]:
                 continue
             partials = np.empty((cam_bins.num_intersections, NUM_PARTIALS + channels), t_final.dtype)
-            _launch(
+            launch(
                 _backward_kernel, *ctx.inputs[cam], cam_bins.tile_size, cam_bins.tiles_x, limits, t_final, last,
-                spans, grad_render[cam].numpy(), grad_alpha[cam].numpy(), partials,
+                spans, grad_render[cam].numpy(), grad_alpha[cam].numpy(), partials, chunksize=1,
             )  # fmt: skip
             _reduce_partials(ctx.inputs[cam][4], partials, grads[cam].numpy())
         ctx.inputs = ctx.states = None
@@ -540,7 +511,7 @@ class _RasterizeTilesNumba(torch.autograd.Function):
 
 def _limits(dtype: torch.dtype) -> Tuple[np.floating, np.floating, np.floating]:
     """gsplat's thresholds in the working precision (typed scalars keep float32 kernels in float32)."""
-    cast = _NUMPY_DTYPES[dtype]
+    cast = NUMPY_DTYPES[dtype]
     return cast(ALPHA_MIN), cast(ALPHA_MAX), cast(T_MIN)
 
 
