@@ -1,7 +1,9 @@
 """gsplat-compatible `rasterization` for tensors on the CPU (or any device), built on the tile rasteriser.
 
-Projection, SH colours, binning and the `info` dict are shared; the compositing step is either the
-plain PyTorch one (any device; the reference) or the compiled numba one (CPU only, much faster).
+Binning and the `info` dict are shared. `compositor="torch"` runs projection, SH colours and
+compositing in plain PyTorch (any device; the reference); `compositor="numba"` runs all three compiled
+(CPU only, much faster), except that projection and SH fall back to PyTorch when a camera pose needs
+a gradient (camera optimisation), which the compiled kernels do not give.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Dict, Literal, Optional, Tuple
 import torch
 from torch import Tensor
 
+from distilled_gs_ns.rendering.numba_projection import colors_from_sh_numba, project_gaussians_numba
 from distilled_gs_ns.rendering.numba_rasterizer import rasterize_tiles_numba
 from distilled_gs_ns.rendering.projection import colors_from_sh, project_gaussians
 from distilled_gs_ns.rendering.tile_rasterizer import rasterize_tiles
@@ -56,7 +59,8 @@ def torch_rasterization(
     if compositor not in _COMPOSITORS:
         raise ValueError(f"Unknown compositor {compositor!r}; expected 'torch' or 'numba'")
     n_cams = viewmats.shape[0]
-    proj = project_gaussians(
+    compiled = compositor == "numba" and not viewmats.requires_grad
+    proj = (project_gaussians_numba if compiled else project_gaussians)(
         means,
         quats,
         scales,
@@ -74,7 +78,7 @@ def torch_rasterization(
     if sh_degree is None:
         cam_colors = colors if colors.dim() == 3 else colors.unsqueeze(0).expand(n_cams, -1, -1)
     else:
-        cam_colors = colors_from_sh(means, colors, viewmats, sh_degree, proj.radii)
+        cam_colors = (colors_from_sh_numba if compiled else colors_from_sh)(means, colors, viewmats, sh_degree, proj.radii)
     if render_mode in ("RGB+D", "RGB+ED"):
         cam_colors = torch.cat([cam_colors, proj.depths[..., None]], dim=-1)
     elif render_mode in ("D", "ED"):
