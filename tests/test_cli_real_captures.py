@@ -100,11 +100,12 @@ def test_student_trains_evaluates_and_exports_on_a_distorted_capture(
         assert run.checkpoints, run.method
     teachers: List[str] = [str(run.config) for run in distorted_teachers.values()]
     # Every resolution of the schedule (1/4, 1/2, full) meets labels downscaled like the ground truth.
+    # The student starts from 2000 random points (no point cloud), so it gets 3x the teachers' steps.
     schedule = ["--pipeline.model.num-downscales", "2", "--pipeline.model.resolution-schedule", "12"]
-    student = train_on("distilled-3dgs-student", distorted, tmp_path, extra=[*schedule, "--pipeline.teachers", *teachers])
+    student = train_on("distilled-3dgs-student", distorted, tmp_path, steps=3 * STEPS, extra=[*schedule, "--pipeline.teachers", *teachers])
     assert "pseudo-labels: 29 views cached" in student.log
     results = student.evaluate(tmp_path / "eval.json")
-    assert results["psnr"] > 12.0  # an untrained model is below 10 dB here
+    assert results["psnr"] > 12.5  # 2 steps give 10.4 dB here, 120 steps 13.7 dB
     run_cli(["ns-export", "gaussian-splat", "--load-config", str(student.config), "--output-dir", str(tmp_path / "ply")])
     vertices = PlyData.read(str(tmp_path / "ply" / "splat.ply"))["vertex"].count
     assert 0 < vertices <= results["gaussian_count"]
