@@ -38,9 +38,16 @@ def short_schedule(steps: int) -> List[str]:
     ).flags()
 
 
+def cli_threads() -> int:
+    """Threads per process when pytest-xdist runs N workers: the cores split between them, so that
+    parallel tests do not oversubscribe the machine (torch and the numba kernels follow this)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def run_cli(args: Sequence[str], timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
     """Run an ns-* command of this environment; on failure the output is in the assertion message."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="", COLUMNS="400")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="", COLUMNS="400", OMP_NUM_THREADS=str(cli_threads()))
     cmd = [str(BIN / args[0]), *args[1:]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
