@@ -10,10 +10,11 @@ import pytest
 from tests.cli import TEACHER_METHODS, TrainedRun, cli_threads, train
 
 
-SHARED_RUNS_GROUP = {"test_cli_student": "teacher_runs", "test_cli_teachers": "teacher_runs"}
-"""Modules whose tests share the session's teacher runs: one xdist worker trains them once."""
+SESSION_RUNS = {"teacher_runs", "untrained_run"}
+"""The session's training runs: tests that use them share one xdist worker, which trains them once."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     import torch
 
@@ -21,11 +22,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
-        if "cli" in item.keywords:
-            # Under `pytest -n N --dist loadgroup` (scripts/test.sh), a module's CLI tests stay on one
-            # worker so that its module-scoped training runs happen once; unit tests spread freely.
-            module = item.module.__name__.rsplit(".", 1)[-1]
-            item.add_marker(pytest.mark.xdist_group(SHARED_RUNS_GROUP.get(module, module)))
+        # Under `pytest -n N --dist loadgroup` (scripts/test.sh), a module's CLI tests stay on one
+        # worker so that its module-scoped training runs happen once; unit tests spread freely.
+        if SESSION_RUNS & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group("session_runs"))
+        elif "cli" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__.rsplit(".", 1)[-1]))
+    # Longest chains first, so no worker starts the session's runs while the others run out of work:
+    # the session runs, then the other CLI modules, then the unit tests that fill the gaps.
+    items.sort(key=lambda item: 0 if SESSION_RUNS & set(item.fixturenames) else 1 if "cli" in item.keywords else 2)
 
 
 def pytest_configure(config) -> None:

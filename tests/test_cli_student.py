@@ -23,6 +23,7 @@ from distilled_gs_ns.distillation.teachers import load_teachers
 from distilled_gs_ns.errors import UserInputError
 from tests.cli import TEACHER_METHODS, TrainedRun, run_cli, train
 
+pytestmark = pytest.mark.cli
 STUDENT = "distilled-3dgs-student"
 BUDGET_SCHEDULE = ["--pipeline.model.sample-at", "0.75", "--pipeline.model.prune-tail-at", "0.875"]
 """In the tests' 400-step schedule refinement runs every 50 steps from 150: sampling at 300 and the
