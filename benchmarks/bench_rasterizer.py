@@ -10,7 +10,9 @@ Backends side by side (`BACKEND_CASES`): the same step with the PyTorch composit
 compiled numba one (`compositor="torch"` / `"numba"`), plus the compositing step alone (forward +
 backward of `rasterize_tiles` / `rasterize_tiles_numba` on fixed projected Gaussians and tile lists),
 each timed in its own fresh process after warm-up (numba's compilation is cached on disk and done
-in the warm-up).
+in the warm-up). The compile cost is measured apart: the first numba step of a new process with an
+empty kernel cache (`NUMBA_CACHE_DIR` set to a temporary directory) and of the next process, which
+loads that cache.
 
 Peak memory: every configuration and method runs in fresh subprocesses, one for timing and one for
 memory. The memory run takes one warm-up step (one-time initialisation of thread pools, the autograd
@@ -48,6 +50,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -221,6 +224,12 @@ def worker(cfg: Dict) -> Dict:
         out.update(peak_extra_rss_mib=peak_kib / 1024.0, memory_method=method, rss_before_mib=(rss0 or 0) / 1024.0)
         return dict(out, **stats)
 
+    if cfg["mode"] == "first call":
+        start = time.perf_counter()
+        step()
+        first = time.perf_counter() - start
+        return dict(out, first_call_s=first, **_timed(step, 0, 1), **stats)
+
     out.update(_timed(step, cfg["warmup"], cfg["repeats"]))
     if cfg.get("composite"):
         composite = make_composite_step(
@@ -260,6 +269,17 @@ def _subprocess(cfg: Dict, extra_env: Optional[Dict[str, str]] = None) -> Dict:
     if proc.returncode != 0:
         return dict(cfg, error=(proc.stderr or proc.stdout)[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compile_costs(base: Dict) -> Dict:
+    """The numba step's first call in a new process with an empty kernel cache (compiles every
+    kernel and writes the cache) and in the next process (loads it), against a second call."""
+    with tempfile.TemporaryDirectory() as cache:
+        cfg = dict(base, **TARGET, method="numba", mode="first call")
+        cold = _subprocess(cfg, {"NUMBA_CACHE_DIR": cache})
+        cached = _subprocess(cfg, {"NUMBA_CACHE_DIR": cache})
+        size = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file())
+    return dict(cold=cold, cached=cached, cache_kib=size / 1024)
 
 
 def run_in_subprocess(cfg: Dict) -> Dict:
@@ -339,6 +359,17 @@ def backends_markdown(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
+def compile_markdown(cost: Dict) -> str:
+    cold, cached = cost["cold"], cost["cached"]
+    if "error" in cold or "error" in cached:
+        return f"numba compile cost: error {(cold.get('error') or cached.get('error'))[-300:]!r}"
+    return (
+        f"numba first step in a new process ({TARGET['width']}x{TARGET['height']}, {TARGET['n']:,} Gaussians): "
+        f"empty cache {cold['first_call_s']:.1f} s, cached {cached['first_call_s']:.2f} s, "
+        f"then {cached['median_ms']:.0f} ms per step; cache {cost['cache_kib']:.0f} KiB"
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 warm-up step and 3 timed repeats instead of 2 and 7")
@@ -400,6 +431,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             cfg = dict(base, **case, method="tile" if method == "torch" else "numba", composite=True)
             row[method] = run_in_subprocess(cfg)
         backends.append(row)
+    print("[bench] numba compile cost (empty cache, then cached) ...", file=sys.stderr, flush=True)
+    compile_cost = compile_costs(base)
 
     import torch
 
@@ -427,6 +460,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         grid=grid,
         target=target,
         backends=backends,
+        numba_compile=compile_cost,
         wall_s=time.time() - started,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -435,6 +469,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(markdown(results))
         print()
     print(backends_markdown(backends))
+    print(compile_markdown(compile_cost))
     print(f"\n(written to {args.out})")
 
 
