@@ -158,6 +158,12 @@ def test_colmap_model_without_a_point_cloud_starts_from_random_seeds(tmp_path: P
     run = train_on("distilled-3dgs-teacher-perturbed", data, tmp_path / "out", parser=["colmap"],
                    extra=["--pipeline.model.warmup-length", str(10 * STEPS)])
     assert run.evaluate(tmp_path / "eval.json")["gaussian_count"] == 2000  # num-random seeds, untouched
+    # A student re-parses its teachers' data with their saved config (which still asks for points).
+    from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParserConfig
+
+    cameras = ColmapDataParserConfig(data=data, load_3D_points=False).setup().get_dataparser_outputs("train").cameras
+    (teacher,) = load_teachers([run.config], cameras, "cpu")
+    assert teacher.model.num_points == 2000
 
 
 def test_downscale_factor_reads_the_images_n_folder(tmp_path: Path) -> None:

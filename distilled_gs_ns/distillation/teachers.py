@@ -22,6 +22,7 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.splatfacto import SplatfactoModelConfig
 from torch import Tensor
 
+from distilled_gs_ns.data.checks import prepare_data
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
 
@@ -75,12 +76,14 @@ def check_same_cameras(path: Path, config: TrainerConfig, cameras: Cameras) -> N
     different orientation or centring setting are caught too: their pseudo-labels would be rendered
     from the wrong viewpoints.
     """
-    dataparser = copy.deepcopy(config.pipeline.datamanager.dataparser)
-    data = getattr(config.pipeline.datamanager, "data", None)
+    datamanager = copy.deepcopy(config.pipeline.datamanager)
+    dataparser = datamanager.dataparser
+    data = getattr(datamanager, "data", None)
     if data is not None:  # what nerfstudio's datamanager does with --data
         dataparser.data = data
     if not Path(dataparser.data).exists():
         raise UserInputError(f"teacher {path} was trained on {dataparser.data}, which no longer exists")
+    prepare_data(datamanager)  # the adaptations the teacher's own run made (its config.yml predates them)
     teacher_cameras = dataparser.setup().get_dataparser_outputs(split="train").cameras
     if teacher_cameras.shape[0] != cameras.shape[0]:
         raise UserInputError(
