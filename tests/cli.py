@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -45,13 +49,70 @@ def cli_threads() -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def cli_env() -> Dict[str, str]:
+    return dict(os.environ, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="", COLUMNS="400", OMP_NUM_THREADS=str(cli_threads()))
+
+
+class ForkServer:
+    """This test process's tests/ns_forkserver.py: every ns-* command a fresh forked process,
+    without paying nerfstudio's imports each time."""
+
+    def __init__(self) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="ns-forkserver-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.ns_forkserver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log, text=True, bufsize=1, env=cli_env(), cwd=Path(__file__).resolve().parents[1],
+        )
+        self.reply()  # ready
+        atexit.register(self.close)
+
+    def reply(self, timeout: Optional[float] = None) -> Optional[dict]:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the ns-* fork server died; its log: {Path(self.log.name).read_text()[-4000:]}")
+        return json.loads(line)
+
+    def run(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            self.proc.stdin.write(json.dumps({"argv": list(args), "stdout": str(out), "stderr": str(err)}) + "\n")
+            pid = self.reply()["pid"]
+            ended = self.reply(timeout)
+            if ended is None:
+                os.kill(pid, signal.SIGKILL)
+                self.reply()
+                raise subprocess.TimeoutExpired(list(args), timeout, out.read_text(), err.read_text())
+            return subprocess.CompletedProcess(list(args), ended["returncode"], out.read_text(), err.read_text())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        if self.proc.returncode == 0:
+            os.unlink(self.log.name)
+
+
+_FORK_SERVER: Optional[ForkServer] = None
+
+
 def run_cli(args: Sequence[str], timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    """Run an ns-* command of this environment; on failure the output is in the assertion message."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="", COLUMNS="400", OMP_NUM_THREADS=str(cli_threads()))
-    cmd = [str(BIN / args[0]), *args[1:]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    """Run an ns-* command of this environment; on failure the output is in the assertion message.
+
+    On Linux each command is a child forked from a process that has imported nerfstudio already
+    (tests/ns_forkserver.py); elsewhere (fork is unsafe with torch on macOS) a fresh subprocess."""
+    global _FORK_SERVER
+    if sys.platform == "linux":
+        if _FORK_SERVER is None:
+            _FORK_SERVER = ForkServer()
+        proc = _FORK_SERVER.run(args, timeout)
+    else:
+        cmd = [str(BIN / args[0]), *args[1:]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=cli_env())
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
