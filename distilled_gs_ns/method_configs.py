@@ -5,6 +5,7 @@ Kept to config construction only: importing this module builds no model and touc
 
 from nerfstudio.plugins.types import MethodSpecification
 
+from distilled_gs_ns.configs.mcmc import mcmc as mcmc_config
 from distilled_gs_ns.configs.momentum_gs import momentum_gs as momentum_gs_config
 from distilled_gs_ns.configs.student import student as student_config
 from distilled_gs_ns.configs.teachers import dropout_teacher, perturbed_teacher, standard_teacher
@@ -24,6 +25,10 @@ teacher_dropout = MethodSpecification(
 student = MethodSpecification(
     config=student_config(),
     description="Distilled-3DGS student: a splat with ~12% of the teachers' Gaussians, distilled from their renders",
+)
+mcmc = MethodSpecification(
+    config=mcmc_config(),
+    description="3DGS-MCMC (gsplat's MCMCStrategy, CPU and CUDA) capped at --pipeline.model.max-gaussians",
 )
 momentum_gs = MethodSpecification(
     config=momentum_gs_config(),

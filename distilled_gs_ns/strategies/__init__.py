@@ -1,0 +1,1 @@
+"""Densification strategies (gsplat-style): how a splat grows and shrinks towards its Gaussian count."""

@@ -1,0 +1,37 @@
+"""The student's same-budget peers through the real CLI: 3DGS-MCMC at a cap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from plyfile import PlyData
+
+from tests.cli import run_cli, train
+
+pytestmark = pytest.mark.cli
+CAP = 2100
+
+
+def test_mcmc_trains_to_its_cap_and_never_beyond(tmp_path: Path) -> None:
+    run = train(
+        "distilled-3dgs-mcmc", tmp_path, "mcmc", steps=300,
+        extra=["--pipeline.model.max-gaussians", str(CAP), "--pipeline.model.num-random", "2000"],
+    )
+    counts = [run.load_gaussians(ckpt)["means"].shape[0] for ckpt in run.checkpoints]
+    assert len(counts) == 3 and max(counts) <= CAP
+    assert counts[-1] == CAP  # 2000 seeds + 5% at the first refinement, then held at the cap
+    results = run.evaluate(tmp_path / "eval.json")
+    assert results["gaussian_count"] == CAP
+    assert results["psnr"] > 15.0
+    ply = tmp_path / "export"
+    run_cli(["ns-export", "gaussian-splat", "--load-config", str(run.config), "--output-dir", str(ply)])
+    assert 0 < PlyData.read(str(ply / "splat.ply"))["vertex"].count <= CAP
+
+
+def test_mcmc_seeds_beyond_the_cap_are_subsampled(tmp_path: Path) -> None:
+    run = train(
+        "distilled-3dgs-mcmc", tmp_path, "mcmc", steps=1,
+        extra=["--pipeline.model.max-gaussians", "500", "--pipeline.model.num-random", "2000"],
+    )
+    assert run.load_gaussians()["means"].shape[0] == 500
