@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import Optional, Type
+from typing import Dict, Optional, Tuple, Type
 
 
 class UserInputError(RuntimeError):
     """Something the user asked for cannot work; the message says what and how to fix it."""
+
+
+def check_model_settings(config: object, rules: Dict[str, Tuple[bool, str]]) -> None:
+    """Refuse the first model setting whose rule fails: {field: (holds, "what it must be")}."""
+    for name, (holds, rule) in rules.items():
+        if not holds:
+            raise UserInputError(f"pipeline.model.{name} must be {rule}, got {getattr(config, name)}")
 
 
 def _hook(previous):

@@ -16,7 +16,7 @@ from typing import Dict, Tuple, Type
 import torch
 from torch import Tensor
 
-from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.errors import check_model_settings
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
 from distilled_gs_ns.strategies.mcmc import DeviceMCMCStrategy
 
@@ -44,7 +44,7 @@ class MCMCModelConfig(SplatBaseModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        rules = {
+        check_model_settings(self, {
             "max_gaussians": (self.max_gaussians > 0, "positive"),
             "noise_lr": (math.isfinite(self.noise_lr) and self.noise_lr >= 0, "a finite number >= 0"),
             "min_opacity": (0 < self.min_opacity < 1, "in (0, 1)"),
@@ -52,10 +52,7 @@ class MCMCModelConfig(SplatBaseModelConfig):
             "scale_reg": (math.isfinite(self.scale_reg) and self.scale_reg >= 0, "a finite number >= 0"),
             "init_opacity": (0 < self.init_opacity < 1, "in (0, 1)"),
             "init_scale": (math.isfinite(self.init_scale) and self.init_scale > 0, "a finite number > 0"),
-        }
-        for name, (ok, rule) in rules.items():
-            if not ok:
-                raise UserInputError(f"pipeline.model.{name} must be {rule}, got {getattr(self, name)}")
+        })
 
 
 class MCMCModel(SplatBaseModel):
@@ -91,16 +88,8 @@ class MCMCModel(SplatBaseModel):
     def _initial_log_scales(self, means: Tensor) -> Tensor:
         return super()._initial_log_scales(means) + math.log(self.config.init_scale)
 
-    def step_post_backward(self, step: int) -> None:
-        self.check_finite_parameters(step)
-        self.strategy.step_post_backward(
-            params=self.gauss_params,
-            optimizers=self.optimizers,
-            state=self.strategy_state,
-            step=step,
-            info=self.info,
-            lr=self.optimizers["means"].param_groups[0]["lr"],
-        )
+    def strategy_step_arguments(self) -> Dict[str, object]:
+        return {"lr": self.optimizers["means"].param_groups[0]["lr"]}  # scales the position noise
 
     def extra_losses(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         if not self.training:

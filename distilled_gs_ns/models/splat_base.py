@@ -287,8 +287,12 @@ class SplatBaseModel(SplatfactoModel):
             state=self.strategy_state,
             step=step,
             info=self.info,
-            packed=False,
+            **self.strategy_step_arguments(),
         )
+
+    def strategy_step_arguments(self) -> Dict[str, object]:
+        """What the strategy's step_post_backward takes besides params, state, step and info."""
+        return {"packed": False}
 
     def check_finite_parameters(self, step: int) -> None:
         """Stop on non-finite Gaussians after an optimiser step.

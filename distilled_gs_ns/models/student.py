@@ -23,7 +23,7 @@ from torch.nn import Parameter
 
 from distilled_gs_ns.distillation.budget import BudgetedStrategy, least_important, sample_by_importance
 from distilled_gs_ns.distillation.importance import blending_importance
-from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.errors import UserInputError, check_model_settings
 from distilled_gs_ns.losses.photometric import photometric_loss
 from distilled_gs_ns.losses.structure import StructureLoss
 from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModel, SplatBaseModelConfig, planned_steps
@@ -68,7 +68,7 @@ class StudentModelConfig(SplatBaseModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        rules = {
+        check_model_settings(self, {
             "target_fraction": (0 < self.target_fraction <= 1, "in (0, 1]"),
             "max_gaussians": (self.max_gaussians is None or self.max_gaussians > 0, "positive"),
             "growth_cap": (math.isfinite(self.growth_cap) and self.growth_cap >= 1, "a finite number >= 1"),
@@ -78,10 +78,7 @@ class StudentModelConfig(SplatBaseModelConfig):
             "kd_weight": (math.isfinite(self.kd_weight) and self.kd_weight >= 0, "a finite number >= 0"),
             "structure_weight": (math.isfinite(self.structure_weight) and self.structure_weight >= 0, "a finite number >= 0"),
             "structure_resolution": (2 <= self.structure_resolution <= 512, "between 2 and 512"),
-        }
-        for name, (ok, rule) in rules.items():
-            if not ok:
-                raise UserInputError(f"pipeline.model.{name} must be {rule}, got {getattr(self, name)}")
+        })
 
 
 class StudentModel(SplatBaseModel):
