@@ -7,6 +7,7 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from distilled_gs_ns.configs.mcmc import mcmc as mcmc_config
 from distilled_gs_ns.configs.momentum_gs import momentum_gs as momentum_gs_config
+from distilled_gs_ns.configs.prune_finetune import prune_finetune as prune_finetune_config
 from distilled_gs_ns.configs.student import student as student_config
 from distilled_gs_ns.configs.teachers import dropout_teacher, perturbed_teacher, standard_teacher
 
@@ -29,6 +30,10 @@ student = MethodSpecification(
 mcmc = MethodSpecification(
     config=mcmc_config(),
     description="3DGS-MCMC (gsplat's MCMCStrategy, CPU and CUDA) capped at --pipeline.model.max-gaussians",
+)
+prune_finetune = MethodSpecification(
+    config=prune_finetune_config(),
+    description="Prune a trained teacher (--pipeline.teachers) to a budget by importance, then fine-tune on ground truth",
 )
 momentum_gs = MethodSpecification(
     config=momentum_gs_config(),

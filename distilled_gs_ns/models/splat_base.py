@@ -325,6 +325,10 @@ class SplatBaseModel(SplatfactoModel):
         """[N, 3] positions the viewer's crop box selects from; `crop_ids` index these rows."""
         return self.means
 
+    def active_sh_degree(self) -> int:
+        """SH bands in use at this step: splatfacto adds one every sh_degree_interval steps."""
+        return min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+
     def gaussians_for_render(
         self, crop_ids: Optional[Tensor], camera: Optional[Cameras] = None, camera_to_world: Optional[Tensor] = None
     ) -> RenderGaussians:
@@ -337,7 +341,7 @@ class SplatBaseModel(SplatfactoModel):
 
         colors = torch.cat([pick(self.features_dc)[:, None, :], pick(self.features_rest)], dim=1)
         if self.config.sh_degree > 0:
-            sh_degree: Optional[int] = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+            sh_degree: Optional[int] = self.active_sh_degree()
         else:
             colors = torch.sigmoid(colors[:, 0, :])
             sh_degree = None

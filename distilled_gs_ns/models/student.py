@@ -49,6 +49,9 @@ class StudentModelConfig(SplatBaseModelConfig):
     the run (official code: 20k of 30k)."""
     tail_fraction: float = 0.05
     """The importance sampling keeps budget x (1 + tail_fraction) Gaussians; the tail drop removes the excess."""
+    densify: bool = True
+    """False: no growth, pruning or opacity resets at all, so a student started from the teacher keeps
+    exactly the budget (prune-and-fine-tune)."""
     kd_weight: float = 1.0
     """Weight of the (1-l) L1 + l (1-SSIM) loss against the teachers' fused render (paper: 1)."""
     structure_weight: float = 1.0
@@ -134,6 +137,12 @@ class StudentModel(SplatBaseModel):
             self.gauss_params[name] = Parameter(value.contiguous())
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
+    def active_sh_degree(self) -> int:
+        """A student started from a trained teacher has that teacher's SH bands from its first step."""
+        if self.config.initialisation == "teacher":
+            return self.config.sh_degree
+        return super().active_sh_degree()
+
     # ------------------------------------------------------------------ training
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
@@ -145,6 +154,8 @@ class StudentModel(SplatBaseModel):
             self.tail_step = max(self.sample_step + 1, round(self.config.prune_tail_at * total))
             # No densification (nor its opacity resets and pruning) once the budget schedule starts.
             self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, self.sample_step)
+        if not self.config.densify:
+            self.strategy.refine_stop_iter = 0
         if pipeline is not None:
             self.train_cameras = pipeline.served_train_cameras()
         return super().get_training_callbacks(training_callback_attributes)
