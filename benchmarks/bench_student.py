@@ -8,13 +8,14 @@ run's tensorboard events), and times the trained student in process with and wit
 distillation terms on the same view, which isolates what distillation adds to a step (target
 <= 1.1x: pseudo-labels are cached, not rendered per step).
 
-With `--variants`, the ablation students of VARIANTS are trained for the same steps as well.
+With `--variants`, the ablation students of VARIANTS are trained for the same steps as well; with
+`--mcmc-variants`, the MCMC peers of MCMC_VARIANTS (at the student's count unless they say otherwise).
 
 With `--budgets F [F ...]`, the demo's student is also trained at each budget (a fraction of the
 standard teacher's Gaussians): how the gap to the teacher closes as the budget grows; with
 `--budget-steps N`, those students train for N steps (teachers unchanged).
 
-Usage: python benchmarks/bench_student.py [--steps 3000] [--runs DIR] [--out PATH] [--variants]
+Usage: python benchmarks/bench_student.py [--steps 3000] [--runs DIR] [--out PATH] [--variants] [--mcmc-variants]
        [--budgets F [F ...]] [--budget-steps N]
 """
 
@@ -47,6 +48,21 @@ loss term removed, initialisation from the teacher, pseudo-views (one jittered c
 view, one step in four), a 4x instead of 2x growth before the importance sampling, the budget
 reached earlier (sampling at 35%, tail at 50% of the run: longer fine-tuning at the final count),
 and the standard teacher's render alone as the pseudo-label."""
+
+
+MCMC_VARIANTS = {
+    "mcmc-stop-5of6": ["--pipeline.model.stop-split-at", "{five_sixths}"],
+    "mcmc-refine-every-20": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.refine-every", "20"],
+    "mcmc-refine-20-init-scale-1": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.refine-every", "20",
+                                    "--pipeline.model.init-scale", "1.0"],
+    "mcmc-grow-from-800": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.num-random", "800"],
+    "mcmc-no-reg": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.num-random", "800",
+                    "--pipeline.model.opacity-reg", "0", "--pipeline.model.scale-reg", "0"],
+    "mcmc-at-teacher-count": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.max-gaussians", "{teacher}"],
+}  # fmt: skip
+"""MCMC beside the demo's (relocation every steps/30 until 2/3 of the run): gsplat's 5/6, more
+frequent relocation, larger seeds, growth from fewer seeds, no regularisers, and the teacher's count
+(is it the method or the cap?). Placeholders: {five_sixths} of the steps, the {teacher}'s count."""
 
 
 def compare_step_times(student_dir: Path, baseline_dir: Path, from_step: int) -> Dict[str, float]:
@@ -145,6 +161,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("demo_outputs"), help="demo output folder (reused)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/student.json"))
     parser.add_argument("--variants", action="store_true", help="also train the ablation students of VARIANTS")
+    parser.add_argument("--mcmc-variants", action="store_true", help="also train the MCMC peers of MCMC_VARIANTS")
     parser.add_argument("--budgets", type=float, nargs="+", default=[], help="also train the student at these target fractions")
     parser.add_argument("--budget-steps", type=int, default=None, help="steps of the --budgets students (default: --steps)")
     args = parser.parse_args()
@@ -165,6 +182,19 @@ def main() -> None:
         ]
         summary["variants"] = [asdict(r) for r in rows]
         print("\nStudent variants:\n" + format_table(rows))
+    if args.mcmc_variants:
+        from distilled_gs_ns.cli.demo import MCMC
+
+        device = summary["results"][0]["device"]
+        counts = {r["name"]: r["gaussians"] for r in summary["results"]}
+        fill = {"five_sixths": str(5 * args.steps // 6), "teacher": str(counts["teacher"])}
+        rows = [
+            train_and_report(name, MCMC, args.runs.resolve(), args.steps, device,
+                             ["--pipeline.model.max-gaussians", str(counts["student"]), *(f.format(**fill) for f in flags)])
+            for name, flags in MCMC_VARIANTS.items()
+        ]  # fmt: skip
+        summary["mcmc_variants"] = [asdict(r) for r in rows]
+        print("\nMCMC variants:\n" + format_table(rows))
     if args.budgets:
         summary["budgets"] = budget_sweep(args.budgets, summary, args.runs.resolve(), args.budget_steps or args.steps)
     from distilled_gs_ns.models.student import StudentModelConfig
