@@ -20,7 +20,7 @@ from plyfile import PlyData
 
 from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.distillation.pseudo_labels import check_labels_match_views, fusion_weights, render_pseudo_labels
-from distilled_gs_ns.distillation.teachers import load_teachers
+from distilled_gs_ns.pipelines.teachers import load_teachers
 from distilled_gs_ns.errors import UserInputError
 from tests.cli import TEACHER_METHODS, TrainedRun, run_cli, short_schedule
 from distilled_gs_ns.data.captures import Crop, colmap_capture, nerfstudio_capture
@@ -85,10 +85,10 @@ def test_labels_are_rendered_for_the_served_cameras_and_checked(distorted: Path,
     raw, served, images = served_views(distorted)
     teachers = load_teachers([distorted_teachers["distilled-3dgs-teacher"].config], raw, "cpu")
     weights = fusion_weights(1, None)
-    labels = render_pseudo_labels(teachers, served, weights)
+    labels = render_pseudo_labels([t.model for t in teachers], served, weights)
     check_labels_match_views(labels, served, images)
     assert [tuple(label.shape[:2]) for label in labels.images] == [tuple(im.shape[:2]) for im in images]
-    wrong = render_pseudo_labels(teachers, raw, weights)
+    wrong = render_pseudo_labels([t.model for t in teachers], raw, weights)
     with pytest.raises(UserInputError, match="pseudo-label 0 is .* px but its training image is"):
         check_labels_match_views(wrong, served, images)
 
@@ -137,7 +137,7 @@ def test_fisheye_capture_keeps_sizes_but_moves_intrinsics_and_trains(tmp_path: P
     # Labels rendered for the dataparser's fisheye intrinsics have the right size but the wrong
     # geometry: only the intrinsics check can catch them.
     teachers = load_teachers([run.config], raw, "cpu")
-    wrong = render_pseudo_labels(teachers, raw, fusion_weights(1, None))
+    wrong = render_pseudo_labels([t.model for t in teachers], raw, fusion_weights(1, None))
     with pytest.raises(UserInputError, match="rendered with intrinsics"):
         check_labels_match_views(wrong, served, images)
     assert run.evaluate(tmp_path / "eval.json")["psnr"] > 12.0

@@ -19,7 +19,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from plyfile import PlyData
 
 from distilled_gs_ns.data import DEMO_SCENE
-from distilled_gs_ns.distillation.teachers import load_teachers
+from distilled_gs_ns.pipelines.teachers import load_teachers
 from distilled_gs_ns.errors import UserInputError
 from tests.cli import TEACHER_METHODS, TrainedRun, run_cli, train
 

@@ -11,14 +11,15 @@ from torch.nn import Parameter
 
 from distilled_gs_ns.configs.teachers import splat_optimizers
 
-from distilled_gs_ns.distillation.budget import BudgetedStrategy, least_important, sample_by_importance
+from distilled_gs_ns.distillation.budget import least_important, sample_by_importance
+from distilled_gs_ns.strategies.capped import CappedStrategy
 from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.distillation.pseudo_labels import (
     fusion_weights,
     jittered_cameras,
     render_pseudo_labels,
 )
-from distilled_gs_ns.distillation.teachers import Teacher
+from distilled_gs_ns.pipelines.teachers import Teacher
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.losses.structure import StructureLoss, soft_voxel_histogram
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
@@ -66,7 +67,7 @@ def test_growth_stops_at_the_cap_keeping_the_highest_gradients() -> None:
     params = gaussian_params(count)
     optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
     grads = torch.linspace(0.01, 0.2, count)  # all above the threshold below; highest at the end
-    strategy = BudgetedStrategy(grow_grad2d=0.0002, refine_scale2d_stop_iter=0, max_count=count + 5)
+    strategy = CappedStrategy(grow_grad2d=0.0002, refine_scale2d_stop_iter=0, max_count=count + 5)
     n_dupli, n_split = strategy._grow_gs(params, optimizers, strategy_state(count, grads), step=100)
     assert (n_dupli, n_split) == (5, 0)
     assert params["means"].shape[0] == count + 5
@@ -78,7 +79,7 @@ def test_without_a_cap_growth_is_gsplats() -> None:
     count = 20
     params = gaussian_params(count)
     optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
-    strategy = BudgetedStrategy(grow_grad2d=0.0002, refine_scale2d_stop_iter=0)
+    strategy = CappedStrategy(grow_grad2d=0.0002, refine_scale2d_stop_iter=0)
     strategy._grow_gs(params, optimizers, strategy_state(count, torch.full((count,), 0.1)), step=100)
     assert params["means"].shape[0] == 2 * count
 
@@ -151,7 +152,7 @@ def coloured_model(rgb) -> SplatBaseModel:
 def test_fused_label_is_the_mean_of_the_teachers_premultiplied_renders() -> None:
     cameras = ring_cameras()[:2]
     red, blue = teacher_of(coloured_model([1.0, 0.0, 0.0])), teacher_of(coloured_model([0.0, 0.0, 1.0]))
-    labels = render_pseudo_labels([red, blue], cameras, fusion_weights(2, None), dtype="float16")
+    labels = render_pseudo_labels([red.model, blue.model], cameras, fusion_weights(2, None), dtype="float16")
     render, alpha, _ = red.model.rasterize_view(red.model.gaussians_for_render(None), cameras[0:1])
     label = labels[0].float()
     assert label.shape == (32, 32, 4) and labels[0].dtype == torch.float16
@@ -159,7 +160,7 @@ def test_fused_label_is_the_mean_of_the_teachers_premultiplied_renders() -> None
     covered = alpha[0, ..., 0] > 0.2
     # Straight colour of a half-red, half-blue mix where the (identical) footprints cover the pixel.
     assert torch.allclose(label[covered][:, :3], torch.tensor([0.5, 0.0, 0.5]), atol=3e-3)
-    weighted = render_pseudo_labels([red, blue], cameras, fusion_weights(2, (3.0, 1.0)), dtype="uint8")
+    weighted = render_pseudo_labels([red.model, blue.model], cameras, fusion_weights(2, (3.0, 1.0)), dtype="uint8")
     assert weighted[0].dtype == torch.uint8
     assert torch.allclose(weighted[0][covered][:, :3].float() / 255, torch.tensor([0.75, 0.0, 0.25]), atol=3 / 255)
     assert weighted.nbytes == 2 * 32 * 32 * 4 and labels.nbytes == 2 * weighted.nbytes

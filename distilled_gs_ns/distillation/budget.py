@@ -1,4 +1,4 @@
-"""The student's Gaussian budget: capped densification and importance-based reduction.
+"""The student's Gaussian budget: importance-based reduction to it.
 
 Distilled-3DGS grows the student with ordinary densification, then brings it down to a fraction of
 the teacher's count in two moves (official code: at 15k and 20k of 30k steps):
@@ -7,54 +7,16 @@ the teacher's count in two moves (official code: at 15k and 20k of 30k steps):
    top-k keeps coverage of regions that only weak Gaussians explain);
 2. later, once the survivors have adapted, drop the lowest-importance tail.
 Here (1) keeps `budget * (1 + tail_fraction)` Gaussians and (2) cuts exactly to the budget, so the
-final count is the budget whenever densification reached it. Growth beyond `max_count` is refused
-by `BudgetedStrategy`, which keeps the highest-gradient candidates instead of all of them.
+final count is the budget whenever densification reached it. Growth before that is capped by
+strategies/capped.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional
 
 import torch
-from gsplat.strategy import DefaultStrategy
 from torch import Tensor
-
-
-@dataclass
-class BudgetedStrategy(DefaultStrategy):
-    """gsplat's DefaultStrategy whose growth stops at `max_count` Gaussians (None: no cap)."""
-
-    max_count: Optional[int] = None
-
-    @torch.no_grad()
-    def _grow_gs(self, params, optimizers, state: Dict[str, Any], step: int) -> Tuple[int, int]:
-        if self.max_count is not None:
-            self._limit_candidates(params["means"].shape[0], state, step)
-        return super()._grow_gs(params, optimizers, state, step)
-
-    def _limit_candidates(self, count: int, state: Dict[str, Any], step: int) -> None:
-        """Keep only the `max_count - count` highest-gradient growth candidates.
-
-        Every candidate adds exactly one Gaussian (a duplicate, or a split of one into two), so this
-        bounds the count after growth. The others are made non-candidates by clearing the running
-        statistics that select them; DefaultStrategy zeroes those statistics after each refinement.
-        """
-        grads = state["grad2d"] / state["count"].clamp_min(1)
-        candidates = grads > self.grow_grad2d
-        by_radius = step < self.refine_scale2d_stop_iter
-        if by_radius:
-            candidates |= state["radii"] > self.grow_scale2d
-        room = max(self.max_count - count, 0)
-        if int(candidates.sum()) <= room:
-            return
-        score = torch.where(candidates, grads, torch.full_like(grads, -float("inf")))
-        keep = torch.zeros_like(candidates)
-        keep[torch.topk(score, room).indices] = True
-        refused = candidates & ~keep
-        state["grad2d"][refused] = 0.0
-        if by_radius:
-            state["radii"][refused] = 0.0
 
 
 def sample_by_importance(importance: Tensor, count: int, generator: Optional[torch.Generator] = None) -> Tensor:

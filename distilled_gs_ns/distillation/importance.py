@@ -17,10 +17,10 @@ from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
 
-from distilled_gs_ns.models.splat_base import SplatBaseModel
+from distilled_gs_ns.distillation.renderer import SplatRenderer
 
 
-def blending_importance(model: SplatBaseModel, cameras: Cameras, description: str = "importance") -> Tensor:
+def blending_importance(model: SplatRenderer, cameras: Cameras, description: str = "importance") -> Tensor:
     """[N] accumulated blending weight of each of `model`'s Gaussians over all `cameras`.
 
     Renders at each camera's full resolution with the model's current Gaussians (no dropout or

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
 
-from distilled_gs_ns.distillation.teachers import Teacher
+from distilled_gs_ns.distillation.renderer import SplatRenderer
 from distilled_gs_ns.errors import UserInputError
 
 LabelDtype = Literal["uint8", "float16"]
@@ -56,7 +56,7 @@ def fusion_weights(num_teachers: int, weights: Optional[Sequence[float]]) -> Ten
 
 @torch.no_grad()
 def render_pseudo_labels(
-    teachers: Sequence[Teacher],
+    teachers: Sequence[SplatRenderer],
     cameras: Cameras,
     weights: Tensor,
     dtype: LabelDtype = "uint8",
@@ -68,8 +68,7 @@ def render_pseudo_labels(
     for index in track(range(cameras.shape[0]), description=description, transient=True):
         premultiplied: Optional[Tensor] = None
         alpha: Optional[Tensor] = None
-        for weight, teacher in zip(weights.tolist(), teachers):
-            model = teacher.model
+        for weight, model in zip(weights.tolist(), teachers):
             render, coverage, _ = model.rasterize_view(model.gaussians_for_render(None), cameras[index : index + 1])
             rgb = render[0, ..., :3].clamp(0.0, 1.0) * weight
             acc = coverage[0].clamp(0.0, 1.0) * weight

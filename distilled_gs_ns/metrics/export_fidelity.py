@@ -11,7 +11,8 @@ from typing import List
 import torch
 from nerfstudio.cameras.cameras import Cameras
 
-from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel
+from distilled_gs_ns.models.splat_base import SplatBaseModel
+from distilled_gs_ns.rendering.gaussians import RenderGaussians
 
 
 @torch.no_grad()

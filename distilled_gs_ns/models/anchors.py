@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distilled_gs_ns.models.anchor_decoder import AnchorDecoder
-from distilled_gs_ns.models.splat_base import RenderGaussians
+from distilled_gs_ns.rendering.gaussians import RenderGaussians
 
 
 @dataclass

@@ -44,7 +44,8 @@ from distilled_gs_ns.models.anchor_decoder import AnchorDecoder, AnchorDecoderCo
 from distilled_gs_ns.models.anchor_export import export_view_directions
 from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anchors, pruned_mask
 from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, assemble_gaussians, bake_gaussians, visible
-from distilled_gs_ns.models.splat_base import RenderGaussians, SplatBaseModel, SplatBaseModelConfig, planned_steps
+from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig, planned_steps
+from distilled_gs_ns.rendering.gaussians import RenderGaussians
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
 from distilled_gs_ns.rendering.cameras import image_sizes, points_in_view, world_to_camera
 

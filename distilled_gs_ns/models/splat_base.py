@@ -47,6 +47,7 @@ from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.metrics.lpips import LazyLPIPS
 from distilled_gs_ns.rendering import RasterBackend, ResolvedBackend, rasterize, resolve_backend
 from distilled_gs_ns.rendering.cameras import world_to_camera
+from distilled_gs_ns.rendering.gaussians import RenderGaussians
 
 GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
 
@@ -58,18 +59,6 @@ def planned_steps(trainer) -> int:
     step S ends at S + max_num_iterations; a fresh run at max_num_iterations.
     """
     return int(getattr(trainer, "_start_step", 0)) + int(trainer.config.max_num_iterations)
-
-
-@dataclass
-class RenderGaussians:
-    """What goes to the rasteriser for one view: activated attributes, one row per Gaussian."""
-
-    means: Tensor  # [N, 3]
-    quats: Tensor  # [N, 4] (normalised by the rasteriser)
-    scales: Tensor  # [N, 3] linear scales
-    opacities: Tensor  # [N] in [0, 1]
-    colors: Tensor  # [N, K, 3] SH coefficients, or [N, 3] RGB when sh_degree is None
-    sh_degree: Optional[int]
 
 
 @dataclass

@@ -21,7 +21,8 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
-from distilled_gs_ns.distillation.budget import BudgetedStrategy, least_important, sample_by_importance
+from distilled_gs_ns.distillation.budget import least_important, sample_by_importance
+from distilled_gs_ns.strategies.capped import CappedStrategy
 from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.errors import UserInputError, check_model_settings
 from distilled_gs_ns.losses.photometric import photometric_loss
@@ -86,7 +87,7 @@ class StudentModelConfig(SplatBaseModelConfig):
 
 class StudentModel(SplatBaseModel):
     config: StudentModelConfig
-    strategy: BudgetedStrategy
+    strategy: CappedStrategy
 
     def populate_modules(self) -> None:
         super().populate_modules()
@@ -96,8 +97,8 @@ class StudentModel(SplatBaseModel):
         self.tail_step: Optional[int] = None
         self.train_cameras: Optional[Cameras] = None
 
-    def build_strategy(self) -> BudgetedStrategy:
-        return BudgetedStrategy(**self.strategy_settings())
+    def build_strategy(self) -> CappedStrategy:
+        return CappedStrategy(**self.strategy_settings())
 
     # ------------------------------------------------------------------ set-up by the pipeline
 

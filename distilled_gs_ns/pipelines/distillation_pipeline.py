@@ -26,7 +26,7 @@ from distilled_gs_ns.distillation.pseudo_labels import (
     jittered_cameras,
     render_pseudo_labels,
 )
-from distilled_gs_ns.distillation.teachers import load_teachers, read_teacher_configs, reference_teacher
+from distilled_gs_ns.pipelines.teachers import load_teachers, read_teacher_configs, reference_teacher
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.models.student import StudentModel
 from distilled_gs_ns.pipelines.splat_pipeline import SplatPipeline, SplatPipelineConfig
@@ -112,15 +112,16 @@ class DistillationPipeline(SplatPipeline):
 
         weights = fusion_weights(len(teachers), self.config.teacher_weights)
         dtype = self.config.pseudo_label_dtype
+        models = [teacher.model for teacher in teachers]
         if self.model.config.kd_weight > 0:
-            self.pseudo_labels = render_pseudo_labels(teachers, cameras, weights, dtype)
+            self.pseudo_labels = render_pseudo_labels(models, cameras, weights, dtype)
             served = getattr(self.datamanager, "train_cameras", cameras)
             check_labels_match_views(self.pseudo_labels, served, [view["image"] for view in self.datamanager.cached_train])
             CONSOLE.log(f"pseudo-labels: {len(self.pseudo_labels)} views cached, {self.pseudo_labels.nbytes / 2**20:.1f} MiB ({dtype})")
         if self.config.pseudo_views > 0:
             self.pseudo_cameras = jittered_cameras(cameras, self.config.pseudo_views, self.config.pseudo_view_jitter)
             self.pseudo_view_labels = render_pseudo_labels(
-                teachers, self.pseudo_cameras, weights, dtype, description="rendering pseudo-views"
+                models, self.pseudo_cameras, weights, dtype, description="rendering pseudo-views"
             )
             CONSOLE.log(
                 f"pseudo-views: {len(self.pseudo_view_labels)} cached, {self.pseudo_view_labels.nbytes / 2**20:.1f} MiB"

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from plyfile import PlyData
 
-from distilled_gs_ns.models.splat_base import RenderGaussians
+from distilled_gs_ns.rendering.gaussians import RenderGaussians
 
 SH_C0 = 0.28209479177387814
 
