@@ -33,6 +33,9 @@ from tensorboard_events import scalars
 from distilled_gs_ns.cli.demo import STUDENT_FLAGS
 
 
+PRUNED_START = ["--pipeline.model.initialisation", "teacher", "--pipeline.model.densify", "False"]
+"""Prune-and-fine-tune's start (the teacher's most important Gaussians, no densification)."""
+
 VARIANTS = {
     "ablate-paper-defaults": [],
     "ablate-no-structure": ["--pipeline.model.structure-weight", "0"],
@@ -42,15 +45,23 @@ VARIANTS = {
     "ablate-growth-cap-4": [*STUDENT_FLAGS, "--pipeline.model.growth-cap", "4"],
     "ablate-sample-early": [*STUDENT_FLAGS, "--pipeline.model.sample-at", "0.35", "--pipeline.model.prune-tail-at", "0.5"],
     "ablate-standard-teacher-label": [*STUDENT_FLAGS, "--pipeline.teacher-weights", "1", "0", "0"],
-}
+    "pf-kd-fused": [*PRUNED_START, "--pipeline.model.structure-weight", "0"],
+    "pf-kd-standard": [*PRUNED_START, "--pipeline.model.structure-weight", "0", "--pipeline.teacher-weights", "1", "0", "0"],
+    "pf-kd-standard-pv": [*PRUNED_START, "--pipeline.model.structure-weight", "0", "--pipeline.teacher-weights", "1", "0", "0",
+                          "--pipeline.pseudo-views", "87"],
+}  # fmt: skip
 """Students beside the demo's (which uses a 32^3 structure grid): the paper's defaults (128^3), each
 loss term removed, initialisation from the teacher, pseudo-views (one jittered camera per training
 view, one step in four), a 4x instead of 2x growth before the importance sampling, the budget
 reached earlier (sampling at 35%, tail at 50% of the run: longer fine-tuning at the final count),
-and the standard teacher's render alone as the pseudo-label."""
+the standard teacher's render alone as the pseudo-label; and prune-and-fine-tune's start with the
+teachers' labels added (fused, the standard teacher's alone, and with pseudo-views)."""
 
 
-MCMC_VARIANTS = {
+MCMC_PRUNED_START = ["--pipeline.model.initialisation", "teacher", "--pipeline.model.densify", "False"]
+"""Prune-and-fine-tune's start (the teacher's most important Gaussians, no densification)."""
+
+VARIANTS = {
     "mcmc-stop-5of6": ["--pipeline.model.stop-split-at", "{five_sixths}"],
     "mcmc-refine-every-20": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.refine-every", "20"],
     "mcmc-refine-20-init-scale-1": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.refine-every", "20",
