@@ -58,10 +58,7 @@ the standard teacher's render alone as the pseudo-label; and prune-and-fine-tune
 teachers' labels added (fused, the standard teacher's alone, and with pseudo-views)."""
 
 
-MCMC_PRUNED_START = ["--pipeline.model.initialisation", "teacher", "--pipeline.model.densify", "False"]
-"""Prune-and-fine-tune's start (the teacher's most important Gaussians, no densification)."""
-
-VARIANTS = {
+MCMC_VARIANTS = {
     "mcmc-stop-5of6": ["--pipeline.model.stop-split-at", "{five_sixths}"],
     "mcmc-refine-every-20": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.refine-every", "20"],
     "mcmc-refine-20-init-scale-1": ["--pipeline.model.stop-split-at", "{five_sixths}", "--pipeline.model.refine-every", "20",
