@@ -9,6 +9,7 @@ from typing import Dict
 import pytest
 from plyfile import PlyData
 
+from distilled_gs_ns.metrics.render_speed import render_fps
 from tests.cli import TrainedRun, run_cli, train
 
 pytestmark = pytest.mark.cli
@@ -26,6 +27,7 @@ def test_mcmc_trains_to_its_cap_and_never_beyond(tmp_path: Path) -> None:
     results = run.evaluate(tmp_path / "eval.json")
     assert results["gaussian_count"] == CAP
     assert results["psnr"] > 15.0
+    assert 0 < render_fps(run.config) < float("inf")  # the demo's render-speed column, on a real run
     ply = tmp_path / "export"
     run_cli(["ns-export", "gaussian-splat", "--load-config", str(run.config), "--output-dir", str(ply)])
     assert 0 < PlyData.read(str(ply / "splat.ply"))["vertex"].count <= CAP

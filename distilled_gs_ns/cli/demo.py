@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 from distilled_gs_ns.configs.demo import ShortRun
 from distilled_gs_ns.data import DEMO_SCENE
+from distilled_gs_ns.metrics.render_speed import render_fps
 
 BIN = Path(sys.executable).parent
 TEACHERS = {
@@ -55,6 +56,8 @@ class DemoResult:
     flags: List[str]
     config: str
     data: str = str(DEMO_SCENE)
+    render_fps: Optional[float] = None
+    """Held-out views rendered per second (measured after all stages, not cached)."""
 
 
 def _run(args: Sequence[str], log: Path) -> None:
@@ -143,11 +146,12 @@ def train_and_report(
 
 
 def format_table(results: Sequence[DemoResult]) -> str:
-    rows = ["| model | Gaussians | PLY MB | PSNR | SSIM | LPIPS | train s |", "|---|---|---|---|---|---|---|"]
+    rows = ["| model | Gaussians | PLY MB | PSNR | SSIM | LPIPS | render FPS | train s |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lpips = f"{r.lpips:.3f}" if r.lpips is not None else "n/a (offline)"
+        fps = f"{r.render_fps:.0f}" if r.render_fps is not None else "-"
         rows.append(
-            f"| {r.name} | {r.gaussians} | {r.ply_mb:.2f} | {r.psnr:.2f} | {r.ssim:.3f} | {lpips} | {r.train_seconds:.0f} |"
+            f"| {r.name} | {r.gaussians} | {r.ply_mb:.2f} | {r.psnr:.2f} | {r.ssim:.3f} | {lpips} | {fps} | {r.train_seconds:.0f} |"
         )
     return "\n".join(rows)
 
@@ -253,6 +257,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         ["--pipeline.teachers", teacher.config, "--pipeline.model.max-gaussians", budget],
     )
     results += [student, mcmc, prune_finetune, baseline, pruned]
+    print("\nmeasuring render speed on the held-out views ...", flush=True)
+    for result in results:
+        result.render_fps = render_fps(Path(result.config))
     peers = {"mcmc": mcmc, "prune-finetune": prune_finetune, "baseline": baseline, "baseline-pruned": pruned}
     best_peer = max((mcmc, prune_finetune), key=lambda r: r.psnr)
 
