@@ -196,6 +196,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--steps", type=int, default=3000, help="training steps of every model (default 3000)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--fresh", action="store_true", help="retrain every stage instead of reusing finished ones")
+    parser.add_argument(
+        "--data", type=Path, default=DEMO_SCENE,
+        help="another scene in nerfstudio format (e.g. the 200 px lego of scripts/make_demo_scene.py --size 200)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.steps < 30:
         parser.error("--steps must be at least 30")
@@ -208,10 +212,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.fresh:
         for name in [*TEACHERS, "student", "mcmc", "prune-finetune", "baseline", "baseline-pruned"]:
             (output_dir / name / "result.json").unlink(missing_ok=True)
-    print(f"Demo scene: {DEMO_SCENE} (see ATTRIBUTION.txt there: Lego model by Heinzelnisse, CC-BY 3.0)")
+    data = args.data.resolve()
+    if not (data / "transforms.json").exists():
+        parser.error(f"{data} has no transforms.json: --data takes a scene in nerfstudio's format")
+    print(f"Scene: {data} (see ATTRIBUTION.txt there: Lego model by Heinzelnisse, CC-BY 3.0)")
 
     results: List[DemoResult] = [
-        train_and_report(name, method, output_dir, args.steps, device) for name, method in TEACHERS.items()
+        train_and_report(name, method, output_dir, args.steps, device, data=data) for name, method in TEACHERS.items()
     ]
     teacher = results[0]
     student = train_and_report(
@@ -221,6 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.steps,
         device,
         ["--pipeline.teachers", *(r.config for r in results), *STUDENT_FLAGS],
+        data=data,
     )
     budget = str(student.gaussians)
     no_distillation = ["--pipeline.model.kd-weight", "0", "--pipeline.model.structure-weight", "0"]
@@ -234,6 +242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         device,
         [*no_distillation, "--pipeline.model.max-gaussians", budget, "--pipeline.model.growth-cap", "1",
          "--pipeline.model.num-random", budget],
+        data=data,
     )  # fmt: skip
     # A stricter one: the student's whole budget recipe (capped growth, importance sampling, tail drop)
     # without teachers, which isolates what the teachers add.
@@ -244,10 +253,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.steps,
         device,
         [*no_distillation, "--pipeline.model.max-gaussians", budget],
+        data=data,
     )
     # What a user would pick instead at the same count: 3DGS-MCMC capped at it (starting from as many
     # of the seeds as the cap), and the standard teacher pruned to it by importance and fine-tuned.
-    mcmc = train_and_report("mcmc", MCMC, output_dir, args.steps, device, ["--pipeline.model.max-gaussians", budget])
+    mcmc = train_and_report("mcmc", MCMC, output_dir, args.steps, device, ["--pipeline.model.max-gaussians", budget], data=data)
     prune_finetune = train_and_report(
         "prune-finetune",
         PRUNE_FINETUNE,
@@ -255,6 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.steps,
         device,
         ["--pipeline.teachers", teacher.config, "--pipeline.model.max-gaussians", budget],
+        data=data,
     )
     results += [student, mcmc, prune_finetune, baseline, pruned]
     print("\nmeasuring render speed on the held-out views ...", flush=True)
