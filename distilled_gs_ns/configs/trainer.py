@@ -5,22 +5,29 @@
   or FileNotFoundError. It is checked on assignment.
 - Optimiser settings that can only produce NaNs (a non-finite learning rate, Adam eps <= 0, which
   divides 0 by 0 for Gaussians no view has seen yet) are refused before training starts.
+
+Its trainer is engine/trainer.py's: atomic checkpoints, resume from the newest valid one, and
+Ctrl-C that saves.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Type
 
 from nerfstudio.engine.trainer import TrainerConfig
 
+from distilled_gs_ns.engine.checkpoint_files import install_eval_loading
+from distilled_gs_ns.engine.trainer import SplatTrainer
 from distilled_gs_ns.errors import UserInputError
 
 
 @dataclass
 class SplatTrainerConfig(TrainerConfig):
+    _target: Type = field(default_factory=lambda: SplatTrainer)
+
     def __post_init__(self) -> None:
         for group, spec in self.optimizers.items():
             optimizer = spec.get("optimizer")
@@ -36,6 +43,7 @@ class SplatTrainerConfig(TrainerConfig):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "load_dir" and value is not None:
+            install_eval_loading()  # eval_setup sets load_dir right before it loads the checkpoint
             folder = Path(value)
             if not folder.is_dir() or not any(folder.glob("step-*.ckpt")):
                 raise UserInputError(

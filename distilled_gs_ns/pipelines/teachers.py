@@ -23,6 +23,7 @@ from nerfstudio.models.splatfacto import SplatfactoModelConfig
 from torch import Tensor
 
 from distilled_gs_ns.data.checks import prepare_data
+from distilled_gs_ns.engine.checkpoint_files import LOAD_ERRORS, checkpoints_in, mismatch_error, read_checkpoint
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
 
@@ -131,19 +132,16 @@ def _same_lens(a: Cameras, b: Cameras) -> bool:
 def latest_checkpoint(path: Path) -> Path:
     """Newest step-*.ckpt beside the teacher's config (independent of the directory ns-train ran in)."""
     folder = path.parent / "nerfstudio_models"
-    checkpoints = sorted(folder.glob("step-*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    checkpoints = checkpoints_in(folder)
     if not checkpoints:
         raise UserInputError(f"teacher {path} has no checkpoint in {folder}: train it first")
-    return checkpoints[-1]
+    return checkpoints[-1][1]
 
 
 def build_teacher(path: Path, config: TrainerConfig, cameras: Cameras, device: torch.device | str) -> Teacher:
     """Instantiate the teacher's Gaussians from its latest checkpoint, frozen, on `device`."""
     checkpoint = latest_checkpoint(path)
-    try:
-        state = torch.load(checkpoint, map_location="cpu")
-    except Exception as error:
-        raise UserInputError(f"cannot read teacher checkpoint {checkpoint}: {type(error).__name__}: {error}") from None
+    state = read_checkpoint(checkpoint)
     prefix = re.compile(r"^_model\.(module\.)?gauss_params\.")
     gaussians = {prefix.sub("gauss_params.", k): v for k, v in state["pipeline"].items() if prefix.match(k)}
     if "gauss_params.means" not in gaussians:
@@ -152,7 +150,10 @@ def build_teacher(path: Path, config: TrainerConfig, cameras: Cameras, device: t
     # The scene box only places the few throw-away seeds of _render_config.
     box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     model = _render_config(config.pipeline.model).setup(scene_box=box, num_train_data=cameras.shape[0], metadata={})
-    model.load_state_dict(gaussians, strict=False)
+    try:
+        model.load_state_dict(gaussians, strict=False)
+    except LOAD_ERRORS as error:
+        raise mismatch_error(checkpoint, error, config.method_name) from None
     model.update_to_step(int(state.get("step", 0)))  # renders with every SH band it has learnt
     model.to(device)
     model.eval()

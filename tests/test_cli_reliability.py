@@ -1,0 +1,150 @@
+"""No lost work, through the real CLI: a save killed half-way, truncated and foreign checkpoints,
+and Ctrl-C during ns-train."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from distilled_gs_ns.data import DEMO_SCENE
+from distilled_gs_ns.engine.checkpoint_files import PARTIAL_PREFIX
+from tests.cli import BIN, TrainedRun, cli_env, run_cli, short_schedule, train
+from tests.test_cli_errors import assert_clean_error
+
+pytestmark = pytest.mark.cli
+
+
+@pytest.fixture(scope="module")
+def breakable_run(tmp_path_factory) -> TrainedRun:
+    """A 20-step teacher with checkpoints every 10 steps (kept), whose files the tests break."""
+    return train("distilled-3dgs-teacher", tmp_path_factory.mktemp("reliability"), "breakable", steps=20, extra=["--steps-per-save", "10"])
+
+
+def resume(source: Path, output: Path, steps: int, extra=()) -> subprocess.CompletedProcess:
+    return run_cli(
+        ["ns-train", "distilled-3dgs-teacher", "--data", str(DEMO_SCENE), "--output-dir", str(output),
+         "--experiment-name", "resumed", "--timestamp", "run", *short_schedule(steps), "--load-dir", str(source), *extra],
+        check=False,
+    )  # fmt: skip
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint(breakable_run: TrainedRun, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    previous = breakable_run.checkpoints[0]
+    shutil.copy(previous, folder / previous.name)
+    script = textwrap.dedent(
+        f"""
+        import os, signal, pathlib, torch
+        from distilled_gs_ns.engine.checkpoint_files import checkpoint_path, save_atomically
+        state = torch.load({str(breakable_run.checkpoints[-1])!r}, map_location="cpu", weights_only=False)
+        os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # dies with the bytes written, before the rename
+        save_atomically(state, checkpoint_path(pathlib.Path({str(folder)!r}), 20))
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"{PARTIAL_PREFIX}step-000000020.ckpt", previous.name]  # no step-20, step-10 untouched
+    assert (folder / previous.name).read_bytes() == previous.read_bytes()
+
+    proc = resume(folder, tmp_path / "out", steps=5)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Done loading Nerfstudio checkpoint from {folder / previous.name}" in proc.stdout
+    assert not any(p.name.startswith(PARTIAL_PREFIX) for p in folder.iterdir())  # the leftover is cleaned up
+    resumed = tmp_path / "out" / "resumed" / "distilled-3dgs-teacher" / "run" / "nerfstudio_models"
+    assert [p.name for p in resumed.glob("step-*.ckpt")] == ["step-000000015.ckpt"]  # steps 11-15 of the resumed run
+
+
+def _break(path: Path, how: str) -> None:
+    if how == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:  # a readable checkpoint of another model: anchors (as momentum-gs saves) instead of Gaussians
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        for key in [k for k in state["pipeline"] if k.startswith("_model.gauss_params.")]:
+            state["pipeline"][key.replace("gauss_params", "anchors")] = state["pipeline"].pop(key)
+        torch.save(state, path)
+
+
+@pytest.mark.parametrize("how, message", [("truncated", "is truncated or corrupt"), ("foreign", "does not match this run's model")])
+def test_broken_newest_checkpoint(breakable_run: TrainedRun, tmp_path: Path, how: str, message: str) -> None:
+    folder = tmp_path / "models"
+    shutil.copytree(breakable_run.run_dir / "nerfstudio_models", folder)
+    older, newest = sorted(folder.glob("step-*.ckpt"))[-2:]
+    _break(newest, how)
+
+    proc = resume(folder, tmp_path / "out", steps=3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = re.sub(r"\s+", " ", proc.stdout)
+    assert f"skipping a checkpoint that cannot be resumed from: checkpoint {newest}" in output
+    assert message in output
+    assert f"resuming from {older} (step {int(older.stem[5:])}), the newest valid checkpoint" in output
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+    for path in folder.glob("step-*.ckpt"):
+        _break(path, how)  # nothing valid left: one line, no training
+    proc = resume(folder, tmp_path / "out2", steps=3)
+    assert_clean_error(proc, f"no valid checkpoint in {folder}")
+
+
+@pytest.mark.parametrize("command", ["ns-eval", "ns-export", "ns-viewer"])
+def test_truncated_checkpoint_gives_one_line_when_loading(breakable_run: TrainedRun, tmp_path: Path, command: str) -> None:
+    newest = breakable_run.checkpoints[-1]
+    kept = tmp_path / newest.name
+    shutil.copy(newest, kept)
+    _break(newest, "truncated")
+    try:
+        args = {
+            "ns-eval": ["ns-eval", "--output-path", str(tmp_path / "m.json")],
+            "ns-export": ["ns-export", "gaussian-splat", "--output-dir", str(tmp_path)],
+            "ns-viewer": ["ns-viewer", "--viewer.websocket-port", "7099"],
+        }[command]
+        proc = run_cli([*args, "--load-config", str(breakable_run.config)], check=False, timeout=300)
+        assert_clean_error(proc, f"checkpoint {newest} is truncated or corrupt", breakable_run.checkpoints[-2].name)
+    finally:
+        shutil.copy(kept, newest)
+
+
+def test_ctrl_c_saves_and_the_run_resumes_at_that_step(tmp_path: Path) -> None:
+    run_dir = tmp_path / "out" / "long" / "distilled-3dgs-teacher" / "run"
+    models = run_dir / "nerfstudio_models"
+    log = tmp_path / "train.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            [str(BIN / "ns-train"), "distilled-3dgs-teacher", "--data", str(DEMO_SCENE), "--output-dir", str(tmp_path / "out"),
+             "--experiment-name", "long", "--timestamp", "run", *short_schedule(100000), "--steps-per-save", "150"],
+            stdout=sink, stderr=subprocess.STDOUT, env=cli_env(),
+        )  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not list(models.glob("step-*.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
+    output = re.sub(r"\s+", " ", log.read_text())
+    stopped = re.search(r"SIGINT: training stopped after step (\d+); saved (\S+)\.", output)
+    assert stopped, output[-3000:]
+    assert "Traceback" not in output
+    step = int(stopped.group(1))
+    assert step >= 150 and Path(stopped.group(2)) == models / f"step-{step:09d}.ckpt"
+    interrupted = TrainedRun("distilled-3dgs-teacher", run_dir)
+    count = interrupted.load_gaussians(models / f"step-{step:09d}.ckpt")["means"].shape[0]
+    assert count != 5000  # densification ran before the interruption: the count is the trained one
+
+    proc = resume(models, tmp_path / "resumed", steps=1, extra=["--pipeline.model.stop-split-at", str(step)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Done loading Nerfstudio checkpoint from {models / f'step-{step:09d}.ckpt'}" in proc.stdout
+    after = TrainedRun("distilled-3dgs-teacher", tmp_path / "resumed" / "resumed" / "distilled-3dgs-teacher" / "run")
+    assert [p.name for p in after.checkpoints] == [f"step-{step + 1:09d}.ckpt"]
+    assert after.load_gaussians()["means"].shape[0] == count
