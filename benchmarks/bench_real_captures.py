@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from distilled_gs_ns.cli.demo import STUDENT, STUDENT_FLAGS, TEACHERS, DemoResult, train_and_report
+from distilled_gs_ns.cli.demo import STUDENT, TEACHERS, DemoResult, train_and_report
 from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data.captures import Crop, colmap_capture, nerfstudio_capture
 
@@ -79,7 +79,7 @@ def run_capture(name: str, methods: Sequence[str], runs: Path, steps: int) -> Li
     teachers = [stage(label, method) for label, method in wanted.items()]
     if "student" in methods and all(teachers):
         configs = [result.config for result in teachers if result is not None]
-        stage("student", STUDENT, [*STUDENT_FLAGS, "--pipeline.teachers", *configs])
+        stage("student", STUDENT, ["--pipeline.teachers", *configs])
     if "momentum-gs" in methods:
         stage("momentum-gs", "momentum-gs", schedule=ShortMomentumRun(steps, steps_per_block=max(steps // 8, 1)).flags())
     return rows

@@ -15,7 +15,7 @@ With `--budgets F [F ...]`, the demo's student is also trained at each budget (a
 standard teacher's Gaussians): how the gap to the teacher closes as the budget grows; with
 `--budget-steps N`, those students train for N steps (teachers unchanged).
 
-Usage: python benchmarks/bench_student.py [--steps 3000] [--runs DIR] [--out PATH] [--variants] [--mcmc-variants]
+Usage: python benchmarks/bench_student.py [--steps 3000] [--runs DIR] [--out PATH] [--variants [NAME ...]] [--mcmc-variants]
        [--budgets F [F ...]] [--budget-steps N]
 """
 
@@ -30,32 +30,51 @@ from typing import Dict, List
 
 from tensorboard_events import scalars
 
-from distilled_gs_ns.cli.demo import STUDENT_FLAGS
 
 
-PRUNED_START = ["--pipeline.model.initialisation", "teacher", "--pipeline.model.densify", "False"]
-"""Prune-and-fine-tune's start (the teacher's most important Gaussians, no densification)."""
+PAPER = ["--pipeline.model.initialisation", "seeds", "--pipeline.model.prune-rounds", "0",
+         "--pipeline.model.kd-weight", "1", "--pipeline.model.structure-weight", "1"]  # fmt: skip
+"""The paper's student: seeds, capped growth, importance sampling and tail drop, fused labels and the
+structure loss (the default before progressive pruning won)."""
+
+G32 = ["--pipeline.model.structure-resolution", "32"]
+"""The 32^3 structure grid that the demo's paper-recipe student used."""
+
+PRUNED_START = ["--pipeline.model.prune-rounds", "0", "--pipeline.model.densify", "False"]
+"""Prune-and-fine-tune's start (the teacher's most important Gaussians, one cut, no densification)."""
 
 VARIANTS = {
-    "ablate-paper-defaults": [],
-    "ablate-no-structure": ["--pipeline.model.structure-weight", "0"],
-    "ablate-no-kd": ["--pipeline.model.kd-weight", "0"],
-    "ablate-teacher-init-g32": ["--pipeline.model.structure-resolution", "32", "--pipeline.model.initialisation", "teacher"],
-    "ablate-pv-no-structure": ["--pipeline.model.structure-weight", "0", "--pipeline.pseudo-views", "87"],
-    "ablate-growth-cap-4": [*STUDENT_FLAGS, "--pipeline.model.growth-cap", "4"],
-    "ablate-sample-early": [*STUDENT_FLAGS, "--pipeline.model.sample-at", "0.35", "--pipeline.model.prune-tail-at", "0.5"],
-    "ablate-standard-teacher-label": [*STUDENT_FLAGS, "--pipeline.teacher-weights", "1", "0", "0"],
-    "pf-kd-fused": [*PRUNED_START, "--pipeline.model.structure-weight", "0"],
-    "pf-kd-standard": [*PRUNED_START, "--pipeline.model.structure-weight", "0", "--pipeline.teacher-weights", "1", "0", "0"],
-    "pf-kd-standard-pv": [*PRUNED_START, "--pipeline.model.structure-weight", "0", "--pipeline.teacher-weights", "1", "0", "0",
+    "paper-g32": [*PAPER, *G32],
+    "ablate-paper-defaults": [*PAPER, "--pipeline.model.structure-resolution", "128"],
+    "ablate-paper-budget-grid": PAPER,
+    "ablate-no-structure": [*PAPER, "--pipeline.model.structure-weight", "0"],
+    "ablate-no-kd": [*PAPER, "--pipeline.model.kd-weight", "0"],
+    "ablate-teacher-init-g32": [*PAPER, *G32, "--pipeline.model.initialisation", "teacher"],
+    "ablate-pv-no-structure": [*PAPER, "--pipeline.model.structure-weight", "0", "--pipeline.pseudo-views", "87"],
+    "ablate-growth-cap-4": [*PAPER, *G32, "--pipeline.model.growth-cap", "4"],
+    "ablate-sample-early": [*PAPER, *G32, "--pipeline.model.sample-at", "0.35", "--pipeline.model.prune-tail-at", "0.5"],
+    "ablate-standard-teacher-label": [*PAPER, *G32, "--pipeline.teacher-weights", "1", "0", "0"],
+    "pf-kd-fused": [*PRUNED_START, "--pipeline.model.kd-weight", "1"],
+    "pf-kd-standard": [*PRUNED_START, "--pipeline.model.kd-weight", "1", "--pipeline.teacher-weights", "1", "0", "0"],
+    "pf-kd-standard-pv": [*PRUNED_START, "--pipeline.model.kd-weight", "1", "--pipeline.teacher-weights", "1", "0", "0",
                           "--pipeline.pseudo-views", "87"],
+    "progressive-kd": ["--pipeline.model.kd-weight", "1"],
+    "progressive-kd-structure-g32": ["--pipeline.model.kd-weight", "1", "--pipeline.model.structure-weight", "1", *G32],
+    "progressive-structure": ["--pipeline.model.structure-weight", "1"],
+    "progressive-early": ["--pipeline.model.sample-at", "0.35", "--pipeline.model.prune-tail-at", "0.5"],
+    "progressive-kd-standard-pv": ["--pipeline.model.kd-weight", "1", "--pipeline.teacher-weights", "1", "0", "0",
+                                   "--pipeline.pseudo-views", "87"],
 }  # fmt: skip
-"""Students beside the demo's (which uses a 32^3 structure grid): the paper's defaults (128^3), each
-loss term removed, initialisation from the teacher, pseudo-views (one jittered camera per training
-view, one step in four), a 4x instead of 2x growth before the importance sampling, the budget
-reached earlier (sampling at 35%, tail at 50% of the run: longer fine-tuning at the final count),
-the standard teacher's render alone as the pseudo-label; and prune-and-fine-tune's start with the
-teachers' labels added (fused, the standard teacher's alone, and with pseudo-views)."""
+"""Students beside the default (progressive pruning of the whole standard teacher, 10 rounds until
+half the run, no labels, no structure loss). The paper's recipe with the demo's former 32^3 grid,
+with 128^3 and with the budget-derived grid; each of its loss terms removed; its initialisation
+from the teacher; pseudo-views (one jittered camera per training view, one step in four); 4x instead
+of 2x growth before the importance sampling; the budget reached earlier (sampling at 35%, tail at
+50%); the standard teacher's render alone as the label. Prune-and-fine-tune's start with the
+teachers' labels added (fused, the standard teacher's alone, and with pseudo-views). The default
+with the fused labels, with labels and the structure loss, with the structure loss on the budget
+grid, with its rounds ending at 35% of the run, and with the standard teacher's labels at
+pseudo-views."""
 
 
 MCMC_VARIANTS = {
@@ -105,13 +124,14 @@ def distillation_overhead(config: Path, repeats: int = 40) -> Dict[str, float]:
     from nerfstudio.utils.eval_utils import eval_setup
 
     from distilled_gs_ns.losses.structure import StructureLoss
+    from distilled_gs_ns.models.student import budget_resolution
 
     _, pipeline, _, step = eval_setup(config, test_mode="test")
     model = pipeline.model
     model.train()
     model.step = step
     camera, batch = pipeline.datamanager.next_train(0)
-    structure = StructureLoss(model.means.detach(), model.config.structure_resolution)
+    structure = StructureLoss(model.means.detach(), model.config.structure_resolution or budget_resolution(model.num_points))
     label = batch["image"].clone()  # stands in for the cached pseudo-label (same size and dtype)
 
     def timed(distil: bool) -> float:
@@ -148,7 +168,7 @@ def budget_sweep(fractions: List[float], summary: Dict, runs: Path, steps: int) 
     teachers = [r["config"] for r in summary["results"][:3]]
     rows = []
     for fraction in fractions:
-        flags = ["--pipeline.teachers", *teachers, *STUDENT_FLAGS, "--pipeline.model.target-fraction", f"{fraction:g}"]
+        flags = ["--pipeline.teachers", *teachers, "--pipeline.model.target-fraction", f"{fraction:g}"]
         name = f"student-budget-{fraction:g}" + ("" if steps == teacher["steps"] else f"-{steps}-steps")
         result = train_and_report(name, STUDENT, runs, steps, teacher["device"], flags)
         rows.append({**asdict(result), "fraction": result.gaussians / teacher["gaussians"],
@@ -163,15 +183,51 @@ def budget_sweep(fractions: List[float], summary: Dict, runs: Path, steps: int) 
     return rows
 
 
+def seed_repeats(seeds: List[int], models: List[str], summary: Dict, runs: Path, steps: int) -> Dict[str, Dict[str, float]]:
+    """`models` (the student and same-budget models) again with other seeds (teachers stay seed 0's):
+    stages `<name>-seed<k>`, and per model the PSNR of each seed, their mean and spread."""
+    from distilled_gs_ns.cli.demo import same_budget_stages, student_stage, train_and_report
+
+    by_name = {r["name"]: r for r in summary["results"]}
+    device, data = by_name["teacher"]["device"], Path(by_name["teacher"]["data"])
+    teachers = [by_name[name]["config"] for name in ("teacher", "teacher-perturbed", "teacher-dropout")]
+    stages = {"student": student_stage(teachers), **same_budget_stages(teachers[0], by_name["student"]["gaussians"])}
+    stages = {name: stage for name, stage in stages.items() if name in models}
+    psnrs: Dict[str, List[float]] = {name: [] for name in stages}
+    for seed in seeds:
+        for name, (method, flags) in stages.items():
+            if seed == 0:
+                psnrs[name].append(by_name[name]["psnr"])
+                continue
+            row = train_and_report(f"{name}-seed{seed}", method, runs, steps, device, [*flags, "--machine.seed", str(seed)], data=data)
+            psnrs[name].append(row.psnr)
+    table = {
+        name: {"seeds": seeds, "psnr": values, "mean": statistics.mean(values),
+               "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        for name, values in psnrs.items()
+    }  # fmt: skip
+    print("\n| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std |")
+    print("|---|" + "---|" * (len(seeds) + 2))
+    for name, row in table.items():
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in row["psnr"]) + f" | {row['mean']:.2f} | {row['std']:.2f} |")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--runs", type=Path, default=Path("demo_outputs"), help="demo output folder (reused)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/student.json"))
-    parser.add_argument("--variants", action="store_true", help="also train the ablation students of VARIANTS")
+    parser.add_argument("--variants", nargs="*", default=None, metavar="NAME",
+                        help="also train these students of VARIANTS (no names: all of them)")
     parser.add_argument("--mcmc-variants", action="store_true", help="also train the MCMC peers of MCMC_VARIANTS")
     parser.add_argument("--budgets", type=float, nargs="+", default=[], help="also train the student at these target fractions")
     parser.add_argument("--budget-steps", type=int, default=None, help="steps of the --budgets students (default: --steps)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the student and the same-budget models (0 is the demo's run); e.g. 0 1 2")
+    parser.add_argument("--seed-models", nargs="+", default=["student", "prune-finetune", "baseline-pruned"],
+                        help="which models --seeds repeats (the rows within 0.5 dB of the student)")
+    parser.add_argument("--data", type=Path, default=None, help="another nerfstudio-format scene (default: the demo's)")
     args = parser.parse_args()
     if any(not 0 < f <= 1 for f in args.budgets):
         parser.error("--budgets takes fractions in (0, 1]")
@@ -179,14 +235,21 @@ def main() -> None:
     from distilled_gs_ns.cli.demo import STUDENT, format_table, train_and_report
     from distilled_gs_ns.cli.demo import main as demo
 
-    demo(["--steps", str(args.steps), "--output-dir", str(args.runs)])
+    demo(["--steps", str(args.steps), "--output-dir", str(args.runs), *(["--data", str(args.data)] if args.data else [])])
     summary = json.loads((args.runs / "results.json").read_text())
-    if args.variants:
+    if args.seeds != [0]:
+        summary["seeds"] = seed_repeats(args.seeds, args.seed_models, summary, args.runs.resolve(), args.steps)
+    if args.variants is not None:
+        unknown = sorted(set(args.variants) - set(VARIANTS))
+        if unknown:
+            parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+        chosen = {name: VARIANTS[name] for name in (args.variants or VARIANTS)}
         device = summary["results"][0]["device"]
         teachers = [r["config"] for r in summary["results"][:3]]
         rows = [
-            train_and_report(name, STUDENT, args.runs.resolve(), args.steps, device, ["--pipeline.teachers", *teachers, *flags])
-            for name, flags in VARIANTS.items()
+            train_and_report(name, STUDENT, args.runs.resolve(), args.steps, device, ["--pipeline.teachers", *teachers, *flags],
+                             data=Path(summary["results"][0]["data"]))
+            for name, flags in chosen.items()
         ]
         summary["variants"] = [asdict(r) for r in rows]
         print("\nStudent variants:\n" + format_table(rows))
@@ -198,7 +261,8 @@ def main() -> None:
         fill = {"five_sixths": str(5 * args.steps // 6), "teacher": str(counts["teacher"])}
         rows = [
             train_and_report(name, MCMC, args.runs.resolve(), args.steps, device,
-                             ["--pipeline.model.max-gaussians", str(counts["student"]), *(f.format(**fill) for f in flags)])
+                             ["--pipeline.model.max-gaussians", str(counts["student"]), *(f.format(**fill) for f in flags)],
+                             data=Path(summary["results"][0]["data"]))
             for name, flags in MCMC_VARIANTS.items()
         ]  # fmt: skip
         summary["mcmc_variants"] = [asdict(r) for r in rows]

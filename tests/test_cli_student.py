@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Dict, List
@@ -19,6 +20,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from plyfile import PlyData
 
 from distilled_gs_ns.data import DEMO_SCENE
+from distilled_gs_ns.distillation.budget import pruning_schedule
 from distilled_gs_ns.pipelines.teachers import load_teachers
 from distilled_gs_ns.errors import UserInputError
 from tests.cli import TEACHER_METHODS, TrainedRun, run_cli, train
@@ -26,8 +28,12 @@ from tests.cli import TEACHER_METHODS, TrainedRun, run_cli, train
 pytestmark = pytest.mark.cli
 STUDENT = "distilled-3dgs-student"
 BUDGET_SCHEDULE = ["--pipeline.model.sample-at", "0.75", "--pipeline.model.prune-tail-at", "0.875"]
-"""In the tests' 400-step schedule refinement runs every 50 steps from 150: sampling at 300 and the
-tail drop at 350 leave the student refinements to grow back after the random seeds are pruned."""
+"""In the tests' 400-step schedule: progressive pruning's 10 rounds every 30 steps until 300; for the
+paper's recipe (refinement every 50 steps from 150) sampling at 300 and the tail drop at 350 leave
+the student refinements to grow back after the random seeds are pruned."""
+PAPER_RECIPE = ["--pipeline.model.initialisation", "seeds", "--pipeline.model.prune-rounds", "0",
+                "--pipeline.model.kd-weight", "1", "--pipeline.model.structure-weight", "1"]  # fmt: skip
+"""The paper's student: seeds, capped growth, importance sampling and tail drop, fused labels, structure loss."""
 
 
 def budget_of(teacher: TrainedRun, fraction: float = 0.12) -> int:
@@ -56,14 +62,50 @@ def cameras():
     return NerfstudioDataParserConfig(data=DEMO_SCENE, load_3D_points=True).setup().get_dataparser_outputs("train").cameras
 
 
-def test_student_ends_at_its_budget(student_run: TrainedRun, teacher_runs: Dict[str, TrainedRun]) -> None:
+@pytest.fixture(scope="module")
+def paper_run(teacher_runs: Dict[str, TrainedRun], runs_dir: Path) -> TrainedRun:
+    teachers = [str(run.config) for run in teacher_runs.values()]
+    return train(STUDENT, runs_dir, "student-paper", extra=["--pipeline.teachers", *teachers, *BUDGET_SCHEDULE, *PAPER_RECIPE])
+
+
+def test_student_prunes_the_teacher_progressively_to_exactly_its_budget(student_run: TrainedRun, teacher_runs) -> None:
+    teacher_count = teacher_runs["distilled-3dgs-teacher"].load_gaussians()["means"].shape[0]
+    budget = budget_of(teacher_runs["distilled-3dgs-teacher"])
+    log = student_run.log
+    assert f"budget {budget} Gaussians" in log
+    assert f"student starts from all {teacher_count} Gaussians of the standard teacher" in log
+    schedule = pruning_schedule(teacher_count, budget, rounds=10, last_step=300)
+    for step, count in schedule:
+        assert re.search(rf"step {step}: importance tail kept {count} of \d+ Gaussians", log), (step, count)
+    counts = [student_run.load_gaussians(ckpt)["means"].shape[0] for ckpt in student_run.checkpoints]
+    assert counts == [dict(schedule)[90], dict(schedule)[180], budget, budget]  # steps 100, 200, 300, 399
+
+
+def test_student_resumes_in_the_middle_of_its_pruning(student_run: TrainedRun, teacher_runs, runs_dir: Path) -> None:
+    """Resumed from step 200 (four rounds left) for the original run's remaining steps (201-399),
+    the schedule is the original one: it is computed from the teacher's count, not from the resumed
+    model's."""
+    teachers = [str(run.config) for run in teacher_runs.values()]
+    resumed = train(
+        STUDENT, runs_dir, "student-resumed-mid", steps=199,
+        extra=["--pipeline.teachers", *teachers, *BUDGET_SCHEDULE,
+               "--load-dir", str(student_run.run_dir / "nerfstudio_models"), "--load-step", "200"],
+    )  # fmt: skip
+    teacher_count = teacher_runs["distilled-3dgs-teacher"].load_gaussians()["means"].shape[0]
+    budget = budget_of(teacher_runs["distilled-3dgs-teacher"])
+    schedule = dict(pruning_schedule(teacher_count, budget, rounds=10, last_step=300))
+    assert f"step 210: importance tail kept {schedule[210]} of {schedule[180]} Gaussians" in resumed.log
+    assert resumed.load_gaussians()["means"].shape[0] == budget
+
+
+def test_paper_recipe_student_ends_at_its_budget(paper_run: TrainedRun, teacher_runs: Dict[str, TrainedRun]) -> None:
     teacher = teacher_runs["distilled-3dgs-teacher"]
     budget = budget_of(teacher)
-    count = student_run.load_gaussians()["means"].shape[0]
-    assert f"budget {budget} Gaussians" in student_run.log
+    count = paper_run.load_gaussians()["means"].shape[0]
+    assert f"budget {budget} Gaussians" in paper_run.log
     assert abs(count - budget) <= 0.05 * budget
     assert count <= 0.15 * teacher.load_gaussians()["means"].shape[0]
-    assert "pseudo-labels: 87 views cached" in student_run.log
+    assert "pseudo-labels: 87 views cached" in paper_run.log
 
 
 def test_student_checkpoint_holds_only_the_student(student_run: TrainedRun, teacher_runs) -> None:
@@ -90,19 +132,19 @@ def test_student_learns_and_works_without_its_teachers(
     assert {"x", "f_dc_0", "opacity", "scale_0", "rot_0"} <= set(vertices.data.dtype.names)
 
 
-def test_student_resumes_after_pruning(student_run: TrainedRun, teacher_runs, runs_dir: Path) -> None:
+def test_paper_recipe_student_resumes_after_sampling(paper_run: TrainedRun, teacher_runs, runs_dir: Path) -> None:
     """Resumed from step 300 (just after the importance sampling, so with another Gaussian count than
     at construction), the run loads, trains, and its tail drop at 350 still ends at the budget."""
     teachers = [str(run.config) for run in teacher_runs.values()]
-    sampled = student_run.load_gaussians(student_run.run_dir / "nerfstudio_models" / "step-000000300.ckpt")
+    sampled = paper_run.load_gaussians(paper_run.run_dir / "nerfstudio_models" / "step-000000300.ckpt")
     resumed = train(
         STUDENT,
         runs_dir,
         "student-resumed",
         steps=100,
         extra=[
-            "--pipeline.teachers", *teachers, *BUDGET_SCHEDULE,
-            "--load-dir", str(student_run.run_dir / "nerfstudio_models"),
+            "--pipeline.teachers", *teachers, *BUDGET_SCHEDULE, *PAPER_RECIPE,
+            "--load-dir", str(paper_run.run_dir / "nerfstudio_models"),
             "--load-step", "300",
         ],
     )  # fmt: skip

@@ -11,7 +11,7 @@ from torch.nn import Parameter
 
 from distilled_gs_ns.configs.teachers import splat_optimizers
 
-from distilled_gs_ns.distillation.budget import least_important, sample_by_importance
+from distilled_gs_ns.distillation.budget import least_important, pruning_schedule, sample_by_importance
 from distilled_gs_ns.strategies.capped import CappedStrategy
 from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.distillation.pseudo_labels import (
@@ -97,6 +97,16 @@ def test_importance_sampling_draws_zero_importance_last() -> None:
     importance = torch.tensor([0.0, 2.0, 0.0, 1.0, 0.5])
     assert set(sample_by_importance(importance, 3).tolist()) == {1, 3, 4}
     assert sample_by_importance(importance, 5).numel() == 5
+
+
+def test_pruning_schedule_falls_geometrically_to_exactly_the_budget() -> None:
+    schedule = pruning_schedule(16000, 2000, rounds=3, last_step=1500)
+    assert [step for step, _ in schedule] == [500, 1000, 1500]
+    assert [count for _, count in schedule] == [8000, 4000, 2000]  # the same factor (1/2) every round
+    assert pruning_schedule(15717, 1886, rounds=10, last_step=1500)[-1] == (1500, 1886)
+    assert [count for _, count in pruning_schedule(100, 200, rounds=2, last_step=10)] == [200, 200]  # already within
+    with pytest.raises(ValueError, match="rounds"):
+        pruning_schedule(100, 10, rounds=5, last_step=3)
 
 
 def test_least_important_marks_the_tail() -> None:
@@ -274,6 +284,9 @@ def _optimizers_for(model: SplatBaseModel) -> Optimizers:
         ({"sample_at": 0.7, "prune_tail_at": 0.6}, "prune_tail_at"),
         ({"kd_weight": float("nan")}, "kd_weight"),
         ({"structure_resolution": 1}, "structure_resolution"),
+        ({"prune_rounds": -1}, "prune_rounds"),
+        ({"prune_rounds": 101}, "prune_rounds"),
+        ({"structure_resolution": 600}, "structure_resolution"),
     ],
 )
 def test_bad_student_settings_are_refused(fields, message) -> None:
@@ -283,5 +296,6 @@ def test_bad_student_settings_are_refused(fields, message) -> None:
 
 def test_only_the_plain_baseline_runs_without_teachers() -> None:
     assert StudentModelConfig().needs_teachers
-    assert StudentModelConfig(kd_weight=0, structure_weight=0, max_gaussians=10).needs_teachers is False
+    assert StudentModelConfig(initialisation="seeds", kd_weight=0, structure_weight=0, max_gaussians=10).needs_teachers is False
+    assert StudentModelConfig(kd_weight=0, structure_weight=0, max_gaussians=10).needs_teachers  # starts from the teacher
     assert StudentModelConfig(kd_weight=0, structure_weight=0).needs_teachers

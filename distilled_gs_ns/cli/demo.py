@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from distilled_gs_ns.configs.demo import ShortRun
 from distilled_gs_ns.data import DEMO_SCENE
@@ -35,10 +35,6 @@ TEACHERS = {
 STUDENT = "distilled-3dgs-student"
 MCMC = "distilled-3dgs-mcmc"
 PRUNE_FINETUNE = "distilled-3dgs-prune-finetune"
-STUDENT_FLAGS = ["--pipeline.model.structure-resolution", "32"]
-"""The paper's 128^3 structure grid holds ~0.2 student Gaussians per voxel at its scale (~480k); the
-demo student has ~1.8k, for which 128^3 is almost all empty voxels and the loss measures noise
-(docs/student.md, "Measured"). 32^3 is the coarsest grid of the ablation that keeps it meaningful."""
 
 
 @dataclass
@@ -145,6 +141,32 @@ def train_and_report(
     return result
 
 
+def student_stage(teacher_configs: Sequence[str]) -> Tuple[str, List[str]]:
+    """The student's method and flags: the three teachers, in the demo's order, and the defaults."""
+    return STUDENT, ["--pipeline.teachers", *teacher_configs]
+
+
+def same_budget_stages(teacher_config: str, budget: int) -> Dict[str, Tuple[str, List[str]]]:
+    """Method and flags of every model trained at the student's Gaussian count, in training order.
+
+    - baseline: standard 3DGS whose count is capped at the budget (as many seeds as the budget,
+      densification never beyond it); the importance steps then have nothing to remove.
+    - baseline-pruned: the student's capped-growth-and-importance recipe without teachers.
+    - mcmc: 3DGS-MCMC capped at the budget (from as many of the seeds as the cap).
+    - prune-finetune: the standard teacher pruned to the budget by importance, then fine-tuned.
+    """
+    count = str(budget)
+    no_teachers = ["--pipeline.model.initialisation", "seeds", "--pipeline.model.prune-rounds", "0",
+                   "--pipeline.model.kd-weight", "0", "--pipeline.model.structure-weight", "0"]  # fmt: skip
+    return {
+        "baseline": (STUDENT, [*no_teachers, "--pipeline.model.max-gaussians", count,
+                               "--pipeline.model.growth-cap", "1", "--pipeline.model.num-random", count]),
+        "baseline-pruned": (STUDENT, [*no_teachers, "--pipeline.model.max-gaussians", count]),
+        "mcmc": (MCMC, ["--pipeline.model.max-gaussians", count]),
+        "prune-finetune": (PRUNE_FINETUNE, ["--pipeline.teachers", teacher_config, "--pipeline.model.max-gaussians", count]),
+    }  # fmt: skip
+
+
 def format_table(results: Sequence[DemoResult]) -> str:
     rows = ["| model | Gaussians | PLY MB | PSNR | SSIM | LPIPS | render FPS | train s |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -221,52 +243,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         train_and_report(name, method, output_dir, args.steps, device, data=data) for name, method in TEACHERS.items()
     ]
     teacher = results[0]
-    student = train_and_report(
-        "student",
-        STUDENT,
-        output_dir,
-        args.steps,
-        device,
-        ["--pipeline.teachers", *(r.config for r in results), *STUDENT_FLAGS],
-        data=data,
-    )
-    budget = str(student.gaussians)
-    no_distillation = ["--pipeline.model.kd-weight", "0", "--pipeline.model.structure-weight", "0"]
-    # The issue's baseline: standard 3DGS whose count is capped at the student's (as many seeds as the
-    # budget, densification never beyond it); the importance steps then have nothing to remove.
-    baseline = train_and_report(
-        "baseline",
-        STUDENT,
-        output_dir,
-        args.steps,
-        device,
-        [*no_distillation, "--pipeline.model.max-gaussians", budget, "--pipeline.model.growth-cap", "1",
-         "--pipeline.model.num-random", budget],
-        data=data,
-    )  # fmt: skip
-    # A stricter one: the student's whole budget recipe (capped growth, importance sampling, tail drop)
-    # without teachers, which isolates what the teachers add.
-    pruned = train_and_report(
-        "baseline-pruned",
-        STUDENT,
-        output_dir,
-        args.steps,
-        device,
-        [*no_distillation, "--pipeline.model.max-gaussians", budget],
-        data=data,
-    )
-    # What a user would pick instead at the same count: 3DGS-MCMC capped at it (starting from as many
-    # of the seeds as the cap), and the standard teacher pruned to it by importance and fine-tuned.
-    mcmc = train_and_report("mcmc", MCMC, output_dir, args.steps, device, ["--pipeline.model.max-gaussians", budget], data=data)
-    prune_finetune = train_and_report(
-        "prune-finetune",
-        PRUNE_FINETUNE,
-        output_dir,
-        args.steps,
-        device,
-        ["--pipeline.teachers", teacher.config, "--pipeline.model.max-gaussians", budget],
-        data=data,
-    )
+    teacher_configs = [r.config for r in results]
+    method, flags = student_stage(teacher_configs)
+    student = train_and_report("student", method, output_dir, args.steps, device, flags, data=data)
+    same_budget = {
+        name: train_and_report(name, method, output_dir, args.steps, device, flags, data=data)
+        for name, (method, flags) in same_budget_stages(teacher.config, student.gaussians).items()
+    }
+    baseline, pruned = same_budget["baseline"], same_budget["baseline-pruned"]
+    mcmc, prune_finetune = same_budget["mcmc"], same_budget["prune-finetune"]
     results += [student, mcmc, prune_finetune, baseline, pruned]
     print("\nmeasuring render speed on the held-out views ...", flush=True)
     for result in results:

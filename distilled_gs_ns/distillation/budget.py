@@ -9,11 +9,16 @@ the teacher's count in two moves (official code: at 15k and 20k of 30k steps):
 Here (1) keeps `budget * (1 + tail_fraction)` Gaussians and (2) cuts exactly to the budget, so the
 final count is the budget whenever densification reached it. Growth before that is capped by
 strategies/capped.py.
+
+A student started from the whole standard teacher instead reaches its budget by progressive pruning
+(`pruning_schedule`): several hard importance cuts with training in between, each removing the same
+fraction, so the survivors adapt to each loss before the next (one-shot pruning, as in
+prune-and-fine-tune, removes ~88% at once).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -39,3 +44,15 @@ def least_important(importance: Tensor, keep: int) -> Tensor:
     drop = torch.ones_like(importance, dtype=torch.bool)
     drop[torch.topk(importance, min(keep, importance.shape[0])).indices] = False
     return drop
+
+
+def pruning_schedule(start: int, budget: int, rounds: int, last_step: int) -> List[Tuple[int, int]]:
+    """(step, count) of each progressive pruning round: `rounds` cuts evenly spaced up to `last_step`,
+    counts falling geometrically from `start` so that the last one is exactly `budget`."""
+    if rounds < 1 or last_step < rounds:
+        raise ValueError(f"need 1 <= rounds <= last_step, got rounds={rounds}, last_step={last_step}")
+    ratio = budget / start if start > budget else 1.0
+    steps = [round(last_step * k / rounds) for k in range(1, rounds + 1)]
+    counts = [max(budget, round(start * ratio ** (k / rounds))) for k in range(1, rounds + 1)]
+    counts[-1] = budget
+    return list(zip(steps, counts))

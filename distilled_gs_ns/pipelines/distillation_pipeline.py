@@ -108,7 +108,10 @@ class DistillationPipeline(SplatPipeline):
         if self.model.config.initialisation == "teacher":
             importance = blending_importance(reference.model, cameras, description="teacher importance")
             self.model.initialise_from(dict(reference.model.gauss_params.items()), importance)
-            CONSOLE.log(f"student starts from the {self.model.num_points} most important teacher Gaussians")
+            if self.model.num_points == reference.num_gaussians:
+                CONSOLE.log(f"student starts from all {self.model.num_points} Gaussians of the standard teacher")
+            else:
+                CONSOLE.log(f"student starts from the {self.model.num_points} most important teacher Gaussians")
 
         weights = fusion_weights(len(teachers), self.config.teacher_weights)
         dtype = self.config.pseudo_label_dtype
