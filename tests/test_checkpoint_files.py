@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, listing that ignores unfinished files, one-line read errors."""
+"""Checkpoint files: atomic writes, listing that ignores unfinished files, one-line read errors; the
+trainer settings of the no-lost-work guarantees."""
 
 from __future__ import annotations
 
@@ -126,3 +127,13 @@ def test_trainer_deletes_older_checkpoints_only_after_the_new_one_is_complete(tm
     with pytest.raises(OSError):
         trainer.save_checkpoint(30)
     assert [step for step, _ in checkpoints_in(tmp_path)] == [20]
+
+
+@pytest.mark.parametrize("seconds", [0.0, -5.0, float("inf"), float("nan")])
+def test_collective_timeout_must_be_a_positive_number(seconds: float) -> None:
+    from distilled_gs_ns.configs.trainer import SplatTrainerConfig
+    from distilled_gs_ns.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="collective-timeout-s must be a positive number of seconds"):
+        SplatTrainerConfig(collective_timeout_s=seconds)
+    assert SplatTrainerConfig().collective_timeout_s == 300.0

@@ -1,5 +1,5 @@
 """No lost work, through the real CLI: a save killed half-way, truncated and foreign checkpoints,
-and Ctrl-C during ns-train."""
+Ctrl-C during ns-train, and a rank of a two-process run killed."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import List
 
 import pytest
 import torch
 
+from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data import DEMO_SCENE
 from distilled_gs_ns.engine.checkpoint_files import PARTIAL_PREFIX
 from tests.cli import BIN, TrainedRun, cli_env, run_cli, short_schedule, train
@@ -116,22 +118,29 @@ def test_truncated_checkpoint_gives_one_line_when_loading(breakable_run: Trained
         shutil.copy(kept, newest)
 
 
+def start_until_first_save(args: List[str], models: Path, log: Path) -> subprocess.Popen:
+    """A real `ns-train` process (its own pid, so that it can be signalled), returned once it has
+    written its first checkpoint into `models`; its output goes to `log`."""
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([str(BIN / "ns-train"), *args], stdout=sink, stderr=subprocess.STDOUT, env=cli_env())
+    deadline = time.monotonic() + 600
+    while not list(models.glob("step-*.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, log.read_text()[-3000:]
+    return proc
+
+
 def test_ctrl_c_saves_and_the_run_resumes_at_that_step(tmp_path: Path) -> None:
     run_dir = tmp_path / "out" / "long" / "distilled-3dgs-teacher" / "run"
     models = run_dir / "nerfstudio_models"
     log = tmp_path / "train.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(
-            [str(BIN / "ns-train"), "distilled-3dgs-teacher", "--data", str(DEMO_SCENE), "--output-dir", str(tmp_path / "out"),
-             "--experiment-name", "long", "--timestamp", "run", *short_schedule(100000), "--steps-per-save", "150"],
-            stdout=sink, stderr=subprocess.STDOUT, env=cli_env(),
-        )  # fmt: skip
-        deadline = time.monotonic() + 600
-        while not list(models.glob("step-*.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert proc.poll() is None, log.read_text()[-3000:]
-        os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
+    proc = start_until_first_save(
+        ["distilled-3dgs-teacher", "--data", str(DEMO_SCENE), "--output-dir", str(tmp_path / "out"),
+         "--experiment-name", "long", "--timestamp", "run", *short_schedule(100000), "--steps-per-save", "150"],
+        models, log,
+    )  # fmt: skip
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
     output = re.sub(r"\s+", " ", log.read_text())
     stopped = re.search(r"SIGINT: training stopped after step (\d+); saved (\S+)\.", output)
     assert stopped, output[-3000:]
@@ -148,3 +157,38 @@ def test_ctrl_c_saves_and_the_run_resumes_at_that_step(tmp_path: Path) -> None:
     after = TrainedRun("distilled-3dgs-teacher", tmp_path / "resumed" / "resumed" / "distilled-3dgs-teacher" / "run")
     assert [p.name for p in after.checkpoints] == [f"step-{step + 1:09d}.ckpt"]
     assert after.load_gaussians()["means"].shape[0] == count
+
+
+def _workers(parent: int) -> List[int]:
+    """PIDs of the spawned rank processes of an ns-train process, rank order (not the resource tracker)."""
+    children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+    ranks = [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+    return sorted(ranks)
+
+
+@pytest.mark.parametrize("stop", ["killed", "hung"])
+def test_a_lost_rank_ends_a_two_process_run_with_one_line(tmp_path: Path, stop: str) -> None:
+    """Killed: the job ends within 10 s. Hung (SIGSTOP): the other rank's collective times out
+    (--collective-timeout-s 10 here, 300 by default), and the job ends within that + 10 s."""
+    flags = ShortMomentumRun(100000, num_random=3000, steps_per_block=25, refine_every=20, save_every=50).flags()
+    log = tmp_path / "train.log"
+    models = tmp_path / "out" / "two" / "momentum-gs" / "run" / "nerfstudio_models"
+    proc = start_until_first_save(
+        ["momentum-gs", "--data", str(DEMO_SCENE), "--output-dir", str(tmp_path / "out"), "--experiment-name", "two",
+         "--timestamp", "run", *flags, "--machine.num-devices", "2", "--collective-timeout-s", "10"],
+        models, log,
+    )  # fmt: skip
+    ranks = _workers(proc.pid)
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[1], signal.SIGKILL if stop == "killed" else signal.SIGSTOP)
+    lost = time.monotonic()
+    code = proc.wait(timeout=120)
+    ended_after = time.monotonic() - lost
+    output = log.read_text()
+    assert code != 0
+    assert ended_after <= (10.0 if stop == "killed" else 10.0 + 10.0), (ended_after, output[-3000:])
+    saved = sorted(models.glob("step-*.ckpt"))[-1]
+    cause = "rank 1 was killed by SIGKILL" if stop == "killed" else "rank 0 raised"
+    message = re.search(r"error: (rank \d .*?); the run was stopped\. Newest checkpoint safe to resume from: (\S+) ", re.sub(r"\s+", " ", output))
+    assert message and message.group(1).startswith(cause) and message.group(2) == str(saved), output[-3000:]
+    assert "ProcessExitedException" not in output and "Traceback" not in output, output[-3000:]

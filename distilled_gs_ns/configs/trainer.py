@@ -27,8 +27,15 @@ from distilled_gs_ns.errors import UserInputError
 @dataclass
 class SplatTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: SplatTrainer)
+    collective_timeout_s: float = 300.0
+    """Multi-process runs: how long a process waits in a collective (gradient averaging, gathers) for
+    the others before the run is ended. A hung or lost process (another machine down, a network
+    split) ends the job after this long instead of nerfstudio's 30 min. Raise it when machines may
+    legitimately lag (first-step compilation, slow checkpoint saves on a network disk)."""
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.collective_timeout_s) and self.collective_timeout_s > 0):
+            raise UserInputError(f"collective-timeout-s must be a positive number of seconds, got {self.collective_timeout_s}")
         for group, spec in self.optimizers.items():
             optimizer = spec.get("optimizer")
             lr = getattr(optimizer, "lr", None)
