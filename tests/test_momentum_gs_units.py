@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -477,21 +478,29 @@ def test_spawn_shim_replaces_only_nerfstudios_non_cuda_worker(monkeypatch: pytes
     def _distributed_worker(*args):  # same name, other module: not nerfstudio's
         return args
 
-    ns_args = ("main", 2, 2, 0, "file:///x", "config", "timeout")
-    assert wrapper(ns_train._distributed_worker, args=ns_args + ("cpu",), nprocs=2, join=False) == "context"
-    assert wrapper(ns_train._distributed_worker, args=ns_args + ("cuda",), nprocs=2, join=False) == "context"
-    wrapper(_distributed_worker, args=("cpu",), nprocs=3)
-    wrapper(ns_train._distributed_worker, args=(), nprocs=1)
+    class Config:
+        collective_timeout_s = 7.0
+
+    ns_args = ("main", 2, 2, 1, "file:///x", Config(), "timeout")
+    on_cpu = wrapper(ns_train._distributed_worker, args=ns_args + ("cpu",), nprocs=2, join=False)
+    on_cuda = wrapper(ns_train._distributed_worker, args=ns_args + ("cuda",), nprocs=2, join=False)
+    assert wrapper(_distributed_worker, args=("cpu",), nprocs=3) == "context"
+    assert wrapper(ns_train._distributed_worker, args=(), nprocs=1) == "context"
+    # nerfstudio's workers come back supervised, numbered from this machine's first rank.
+    for supervised in (on_cpu, on_cuda):
+        assert isinstance(supervised, cpu_processes.SupervisedProcesses)
+        assert supervised.context == "context" and supervised.first_rank == 2
     assert [call["fn"] for call in calls] == [
         cpu_processes.cpu_worker,
         ns_train._distributed_worker,
         _distributed_worker,
         ns_train._distributed_worker,
     ]
-    assert calls[0] == dict(
-        fn=cpu_processes.cpu_worker, args=ns_args + ("cpu",), nprocs=2, join=False, daemon=False, start_method="spawn"
-    )
-    assert calls[1]["args"] == ns_args + ("cuda",) and calls[2]["args"] == ("cpu",) and calls[2]["nprocs"] == 3
+    # The collectives' timeout is the run's field, not nerfstudio's fixed 30 minutes.
+    expected = ns_args[:6] + (timedelta(seconds=7.0),)
+    assert calls[0]["args"] == expected + ("cpu",) and calls[1]["args"] == expected + ("cuda",)
+    assert calls[0]["nprocs"] == 2 and calls[0]["join"] is False and calls[0]["start_method"] == "spawn"
+    assert calls[2]["args"] == ("cpu",) and calls[2]["nprocs"] == 3
 
 
 # ---------------------------------------------------------------- the block-wise model
@@ -709,7 +718,7 @@ def test_step_post_backward_moves_the_teacher_by_ema_and_counts_the_step() -> No
     model = momentum_model()
     assert model.config.momentum_teacher and model.config.momentum == 0.9
     optimizers = model_optimizers(model)
-    model.last_step, model.save_every = 100, 0
+    model.last_step = 100
     camera = close_camera()
     forward_backward(model, optimizers, 0, camera)
     optimizers.optimizer_step_all()
@@ -729,7 +738,7 @@ def test_step_post_backward_moves_the_teacher_by_ema_and_counts_the_step() -> No
 def test_step_post_backward_merges_at_the_last_step() -> None:
     model = momentum_model()
     optimizers = model_optimizers(model)
-    model.run_dir, model.last_step, model.save_every = None, 0, 0
+    model.run_dir, model.last_step = None, 0
     train_step(model, optimizers, 0, ring_cameras()[0:1])
     assert model.merged is not None and model.blocks == []
     expected = Anchors.from_points(model.seed_positions, model.voxel_size, 8, 4)
