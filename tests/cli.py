@@ -7,6 +7,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -153,3 +154,15 @@ def train(method: str, output_dir: Path, name: str, steps: int = TRAIN_STEPS, ex
         ]
     )
     return TrainedRun(method, output_dir / name / method / "run", proc.stdout + proc.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def machine_args(rank: int, port: int) -> List[str]:
+    """ns-train flags for machine `rank` of two simulated on this one, one CPU process each."""
+    return ["--machine.num-machines", "2", "--machine.machine-rank", str(rank), "--machine.num-devices", "1",
+            "--machine.dist-url", f"tcp://127.0.0.1:{port}"]  # fmt: skip

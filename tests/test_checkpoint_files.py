@@ -113,7 +113,7 @@ def test_trainer_deletes_older_checkpoints_only_after_the_new_one_is_complete(tm
     trainer = SplatTrainer.__new__(SplatTrainer)
     trainer.checkpoint_dir = tmp_path
     trainer.config = SimpleNamespace(save_only_latest_checkpoint=True)
-    trainer.pipeline = SimpleNamespace(state_dict=lambda: {"w": torch.zeros(3)})
+    trainer.pipeline = SimpleNamespace(state_dict=lambda: {"w": torch.zeros(3)}, model=SimpleNamespace(prepare_checkpoint=lambda: None))
     trainer.optimizers = SimpleNamespace(optimizers={}, schedulers={})
     trainer.grad_scaler = torch.amp.GradScaler("cpu", enabled=False)
     trainer.save_checkpoint(10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 from pathlib import Path
 from typing import Dict, List
 
@@ -17,7 +18,7 @@ from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data import DEMO_SCENE
 from distilled_gs_ns.metrics.export_fidelity import export_psnr
 from distilled_gs_ns.rendering.splat_ply import load_splat_ply
-from tests.cli import TrainedRun, run_cli
+from tests.cli import BIN, TrainedRun, cli_env, free_port, machine_args, run_cli
 
 pytestmark = pytest.mark.cli
 
@@ -63,6 +64,29 @@ def test_one_process_trains_every_block_in_turn(one_process: TrainedRun) -> None
     assert all(block["anchors"] > 0 and block["cameras"] for block in info["blocks"])
     assert sum(info["merged_anchors_per_block"]) == info["merged_anchors"] > 0
     assert "momentum-gs blocks" in one_process.log  # the partition table
+
+
+def test_two_machines_simulated_on_one_train_what_two_processes_train(two_processes: TrainedRun, runs_dir: Path) -> None:
+    """Two ns-train commands (machine rank 0 and 1, one process each, a TCP rendezvous) are one
+    run: the same blocks and the same merged decoder, bit for bit, as the 2-process run."""
+    port = free_port()
+    flags = ShortMomentumRun(
+        STEPS // 2, num_random=3000, steps_per_block=STEPS_PER_BLOCK, refine_every=20, save_every=100, keep_all_checkpoints=True
+    ).flags()
+    procs = []
+    for rank in (0, 1):
+        log = runs_dir / f"machine{rank}.log"
+        with open(log, "w") as sink:
+            args = ["ns-train", METHOD, "--data", str(DEMO_SCENE), "--output-dir", str(runs_dir), "--experiment-name",
+                    f"momentum-machine{rank}", "--timestamp", "run", *flags, *machine_args(rank, port)]  # fmt: skip
+            procs.append((subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=sink, stderr=subprocess.STDOUT, env=cli_env()), log))
+    for proc, log in procs:
+        assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    machines = TrainedRun(METHOD, runs_dir / "momentum-machine0" / METHOD / "run")
+    assert not (runs_dir / "momentum-machine1" / METHOD / "run" / "nerfstudio_models").exists()  # rank 0 saves
+    ours, reference = summary(machines), summary(two_processes)
+    for key in ("processes", "blocks", "steps_per_block_trained", "merged_anchors", "decoder_checksum_per_process"):
+        assert ours[key] == reference[key], key
 
 
 def test_two_gloo_processes_share_one_decoder(two_processes: TrainedRun) -> None:

@@ -20,7 +20,7 @@ import torch
 from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data import DEMO_SCENE
 from distilled_gs_ns.engine.checkpoint_files import PARTIAL_PREFIX
-from tests.cli import BIN, TrainedRun, cli_env, run_cli, short_schedule, train
+from tests.cli import BIN, TrainedRun, cli_env, free_port, machine_args, run_cli, short_schedule, train
 from tests.test_cli_errors import assert_clean_error
 
 pytestmark = pytest.mark.cli
@@ -166,18 +166,20 @@ def _workers(parent: int) -> List[int]:
     return sorted(ranks)
 
 
+def momentum_args(tmp_path: Path, name: str, *extra: str) -> List[str]:
+    """A long momentum-gs schedule (it is stopped by the test) that saves every 20 steps."""
+    flags = ShortMomentumRun(100000, num_random=3000, steps_per_block=25, refine_every=20, save_every=20).flags()
+    return ["momentum-gs", "--data", str(DEMO_SCENE), "--output-dir", str(tmp_path / "out"), "--experiment-name", name,
+            "--timestamp", "run", *flags, "--collective-timeout-s", "10", *extra]  # fmt: skip
+
+
 @pytest.mark.parametrize("stop", ["killed", "hung"])
 def test_a_lost_rank_ends_a_two_process_run_with_one_line(tmp_path: Path, stop: str) -> None:
     """Killed: the job ends within 10 s. Hung (SIGSTOP): the other rank's collective times out
     (--collective-timeout-s 10 here, 300 by default), and the job ends within that + 10 s."""
-    flags = ShortMomentumRun(100000, num_random=3000, steps_per_block=25, refine_every=20, save_every=50).flags()
     log = tmp_path / "train.log"
     models = tmp_path / "out" / "two" / "momentum-gs" / "run" / "nerfstudio_models"
-    proc = start_until_first_save(
-        ["momentum-gs", "--data", str(DEMO_SCENE), "--output-dir", str(tmp_path / "out"), "--experiment-name", "two",
-         "--timestamp", "run", *flags, "--machine.num-devices", "2", "--collective-timeout-s", "10"],
-        models, log,
-    )  # fmt: skip
+    proc = start_until_first_save(momentum_args(tmp_path, "two", "--machine.num-devices", "2"), models, log)
     ranks = _workers(proc.pid)
     assert len(ranks) == 2, ranks
     os.kill(ranks[1], signal.SIGKILL if stop == "killed" else signal.SIGSTOP)
@@ -188,7 +190,57 @@ def test_a_lost_rank_ends_a_two_process_run_with_one_line(tmp_path: Path, stop: 
     assert code != 0
     assert ended_after <= (10.0 if stop == "killed" else 10.0 + 10.0), (ended_after, output[-3000:])
     saved = sorted(models.glob("step-*.ckpt"))[-1]
-    cause = "rank 1 was killed by SIGKILL" if stop == "killed" else "rank 0 raised"
+    cause = "rank 1 was killed by SIGKILL" if stop == "killed" else "rank 0 waited longer than --collective-timeout-s"
     message = re.search(r"error: (rank \d .*?); the run was stopped\. Newest checkpoint safe to resume from: (\S+) ", re.sub(r"\s+", " ", output))
     assert message and message.group(1).startswith(cause) and message.group(2) == str(saved), output[-3000:]
     assert "ProcessExitedException" not in output and "Traceback" not in output, output[-3000:]
+
+
+def test_ctrl_c_stops_every_rank_after_one_step_and_saves_every_block(tmp_path: Path) -> None:
+    """Ctrl-C reaches the launcher; both ranks stop after the same step, rank 0 saves the blocks
+    both trained up to that step, and the job exits with 130 and the resume line."""
+    models = tmp_path / "out" / "two" / "momentum-gs" / "run" / "nerfstudio_models"
+    log = tmp_path / "train.log"
+    proc = start_until_first_save(momentum_args(tmp_path, "two", "--machine.num-devices", "2"), models, log)
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
+    output = re.sub(r"\s+", " ", log.read_text())
+    stopped = re.search(r"SIGINT: training stopped after step (\d+); saved (\S+)\.", output)
+    assert stopped and output.count("training stopped after step") == 1, output[-3000:]
+    assert "Traceback" not in output and "error:" not in output, output[-3000:]
+    step = int(stopped.group(1))
+    assert step >= 20 and Path(stopped.group(2)) == models / f"step-{step:09d}.ckpt"
+    state = torch.load(models / f"step-{step:09d}.ckpt", map_location="cpu", weights_only=True)["pipeline"]
+    blocks = state["_model._extra_state"]["blocks"]
+    # Each rank trains one of its two blocks per step: steps 0..step on both ranks, all gathered.
+    assert len(blocks) == 4 and sum(block["steps"] for block in blocks) == 2 * (step + 1)
+
+
+def test_a_lost_machine_ends_the_other_with_one_line(tmp_path: Path) -> None:
+    """Two ns-train commands, one per simulated machine; machine 1 (launcher and rank) is killed
+    after the first save: machine 0 ends within the collective timeout (10 s here) + 10 s."""
+    port = free_port()
+    models = tmp_path / "out" / "machine0" / "momentum-gs" / "run" / "nerfstudio_models"
+    with open(tmp_path / "machine1.log", "w") as sink:
+        other = subprocess.Popen(
+            [str(BIN / "ns-train"), *momentum_args(tmp_path, "machine1", *machine_args(1, port))],
+            stdout=sink, stderr=subprocess.STDOUT, env=cli_env(),
+        )  # fmt: skip
+    log = tmp_path / "machine0.log"
+    try:
+        proc = start_until_first_save(momentum_args(tmp_path, "machine0", *machine_args(0, port)), models, log)
+    finally:
+        if other.poll() is not None:
+            print((tmp_path / "machine1.log").read_text()[-3000:])
+    for pid in _workers(other.pid) + [other.pid]:
+        os.kill(pid, signal.SIGKILL)
+    lost = time.monotonic()
+    code = proc.wait(timeout=120)
+    ended_after = time.monotonic() - lost
+    output = re.sub(r"\s+", " ", log.read_text())
+    assert code != 0 and ended_after <= 10.0 + 10.0, (code, ended_after, output[-3000:])
+    saved = sorted(models.glob("step-*.ckpt"))[-1]
+    message = re.search(r"error: rank 0 (.*?); the run was stopped\. Newest checkpoint safe to resume from: (\S+) ", output)
+    assert message and message.group(2) == str(saved), output[-3000:]
+    assert message.group(1) == "lost its connection to another process of the run (that process or its machine is gone)"
+    assert "ProcessRaisedException" not in output and "Traceback" not in output, output[-3000:]

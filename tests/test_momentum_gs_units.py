@@ -490,15 +490,13 @@ def test_spawn_shim_replaces_only_nerfstudios_non_cuda_worker(monkeypatch: pytes
     for supervised in (on_cpu, on_cuda):
         assert isinstance(supervised, cpu_processes.SupervisedProcesses)
         assert supervised.context == "context" and supervised.first_rank == 2
-    assert [call["fn"] for call in calls] == [
-        cpu_processes.cpu_worker,
-        ns_train._distributed_worker,
-        _distributed_worker,
-        ns_train._distributed_worker,
-    ]
+    # Each rank starts in its own process group, then runs the CPU worker or nerfstudio's own.
+    supervised = cpu_processes.supervised_worker
+    assert [call["fn"] for call in calls] == [supervised, supervised, _distributed_worker, ns_train._distributed_worker]
+    assert calls[0]["args"][0] is cpu_processes.cpu_worker and calls[1]["args"][0] is ns_train._distributed_worker
     # The collectives' timeout is the run's field, not nerfstudio's fixed 30 minutes.
     expected = ns_args[:6] + (timedelta(seconds=7.0),)
-    assert calls[0]["args"] == expected + ("cpu",) and calls[1]["args"] == expected + ("cuda",)
+    assert calls[0]["args"][1:] == expected + ("cpu",) and calls[1]["args"][1:] == expected + ("cuda",)
     assert calls[0]["nprocs"] == 2 and calls[0]["join"] is False and calls[0]["start_method"] == "spawn"
     assert calls[2]["args"] == ("cpu",) and calls[2]["nprocs"] == 3
 

@@ -6,9 +6,12 @@ Ctrl-C / SIGTERM that save.
 - Resuming (`--load-dir` without `--load-step`): the newest checkpoint that reads and fits the model
   is used; each one skipped is named with its reason. An explicit `--load-step` or
   `--load-checkpoint` gets no fallback, only the one-line reason.
-- SIGINT / SIGTERM during single-process training: the step in progress finishes, a checkpoint is
-  saved at it and the run exits with status 128 + signal and a line saying how to resume. A second
-  signal exits at once.
+- SIGINT / SIGTERM: the step in progress finishes, a checkpoint is saved at it and the run exits
+  with status 128 + signal and a line saying how to resume. A second signal exits at once. With
+  several processes, the launcher forwards the signal (compat/cpu_processes.py) and after every
+  step the processes all-reduce whether any was signalled, so all stop after the same step; every
+  process then does the model's collective part of a save (e.g. momentum-gs gathers its blocks)
+  and rank 0 writes the file.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import torch
+import torch.distributed as dist
 from nerfstudio.engine.trainer import Trainer
 from nerfstudio.utils import writer
-from nerfstudio.utils.decorators import check_main_thread
+from nerfstudio.utils import comms
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from distilled_gs_ns.engine.checkpoint_files import (
@@ -53,8 +58,11 @@ class SplatTrainer(Trainer):
 
     # ------------------------------------------------------------------ saving
 
-    @check_main_thread
     def save_checkpoint(self, step: int) -> None:
+        """Called on every process: the model's collective preparation, then rank 0 writes."""
+        self.pipeline.model.prepare_checkpoint()
+        if not comms.is_main_process():
+            return
         module = getattr(self.pipeline, "module", self.pipeline)
         path = checkpoint_path(self.checkpoint_dir, step)
         save_atomically(
@@ -120,9 +128,7 @@ class SplatTrainer(Trainer):
     # ------------------------------------------------------------------ interruption
 
     def train(self) -> None:
-        # Multi-process runs keep torch's handling: a rank that waited for a step to finish could
-        # block in a collective whose peer is gone.
-        if threading.current_thread() is not threading.main_thread() or self.world_size > 1:
+        if threading.current_thread() is not threading.main_thread():
             return super().train()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -137,9 +143,29 @@ class SplatTrainer(Trainer):
             print(f"\n{name} again: exiting now without saving", file=sys.stderr, flush=True)
             os._exit(128 + signum)
         self._interrupt = signal.Signals(signum)
+        if self.world_size > 1:  # the processes agree on the step after it (train_iteration)
+            if comms.is_main_process():
+                print(f"\n{name}: finishing the current step on every process, then saving", file=sys.stderr, flush=True)
+            return
         self._interrupt_step = self.step
         self.stop_training = True
         print(f"\n{name}: finishing step {self.step}, then saving (again to exit at once)", file=sys.stderr, flush=True)
+
+    def train_iteration(self, step: int):  # type: ignore[no-untyped-def]
+        result = super().train_iteration(step)
+        if self.world_size > 1:
+            self._agree_on_stop(step)
+        return result
+
+    def _agree_on_stop(self, step: int) -> None:
+        """All processes stop after the same step: the largest signal number any of them got."""
+        device = self.device if dist.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor([0 if self._interrupt is None else int(self._interrupt)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if int(flag.item()):
+            self._interrupt = signal.Signals(int(flag.item()))
+            self._interrupt_step = step
+            self.stop_training = True
 
     def _after_train(self) -> None:
         if self._interrupt is None:
@@ -152,10 +178,19 @@ class SplatTrainer(Trainer):
             saved = f"saved {checkpoint_path(self.checkpoint_dir, step)}"
         else:
             saved = "no step of this session finished, nothing new saved"
-        say(
-            f"{self._interrupt.name}: training stopped after step {step}; {saved}. "
-            f"Resume by running the same ns-train command with --load-dir {self.checkpoint_dir}",
-            "bold yellow",
-        )
+        if self.world_size > 1:
+            dist.barrier()  # nobody exits (which the launcher would take as a failure) before the file is written
+        if comms.is_main_process():
+            say(
+                f"{self._interrupt.name}: training stopped after step {step}; {saved}. "
+                f"Resume by running the same ns-train command with --load-dir {self.checkpoint_dir}",
+                "bold yellow",
+            )
+        elif self.local_rank == 0:  # another machine: say where its checkpoint went
+            say(
+                f"{self._interrupt.name}: training stopped after step {step}; the first machine (rank 0) saved "
+                f"{checkpoint_path(self.checkpoint_dir, step).name} in its run's nerfstudio_models/",
+                "bold yellow",
+            )
         self.shutdown()
         raise TrainingInterrupted(128 + int(self._interrupt))

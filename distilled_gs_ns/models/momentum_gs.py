@@ -206,7 +206,6 @@ class MomentumGSModel(SplatBaseModel):
         self.training_view: Optional[TrainingView] = None
         self.nerf_optimizers: Optional[Optimizers] = None
         self.run_dir: Optional[Path] = None
-        self.save_every = 0
         self.last_step = -1
         self.block_planned_steps = 1
         self._render_cache: Optional[Tuple[Tuple, Anchors]] = None
@@ -427,6 +426,10 @@ class MomentumGSModel(SplatBaseModel):
         self._deactivate()
         self.merged, self.blocks, self._render_cache = merged, [], None
 
+    def prepare_checkpoint(self) -> None:
+        if self.merged is None:
+            self.sync_blocks()
+
     def sync_blocks(self) -> None:
         """Bring every process's copy of every block up to date (before a checkpoint or the merge)."""
         self._stash_active()
@@ -519,7 +522,6 @@ class MomentumGSModel(SplatBaseModel):
     ) -> List[TrainingCallback]:
         trainer = training_callback_attributes.trainer
         self.run_dir = Path(trainer.base_dir)
-        self.save_every = int(trainer.config.steps_per_save)
         self.last_step = planned_steps(trainer) - 1
         if self.merged is not None:
             self._resplit_merged()
@@ -568,8 +570,6 @@ class MomentumGSModel(SplatBaseModel):
         self.training_view = None
         if step == self.last_step:
             self.merge()
-        elif self.save_every and step % self.save_every == 0:
-            self.sync_blocks()
 
     @torch.no_grad()
     def _update_statistics(self) -> None:

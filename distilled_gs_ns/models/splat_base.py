@@ -279,6 +279,10 @@ class SplatBaseModel(SplatfactoModel):
             **self.strategy_step_arguments(),
         )
 
+    def prepare_checkpoint(self) -> None:
+        """Run on every process right before rank 0 saves a checkpoint: the place for collective
+        work a save needs (momentum-gs gathers the blocks other processes trained)."""
+
     def strategy_step_arguments(self) -> Dict[str, object]:
         """What the strategy's step_post_backward takes besides params, state, step and info."""
         return {"packed": False}
