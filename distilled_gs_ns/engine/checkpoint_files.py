@@ -20,7 +20,7 @@ import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, Tuple
 
 import torch
 
@@ -51,11 +51,16 @@ def checkpoints_in(folder: Path) -> List[Tuple[int, Path]]:
 
 def save_atomically(state: Dict[str, Any], path: Path) -> None:
     """Write `state` to `path` so that a crash at any moment leaves either the complete file or none."""
+    write_atomically(path, lambda handle: torch.save(state, handle))
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Let `write` fill a hidden temporary file beside `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.parent / f"{PARTIAL_PREFIX}{path.name}"
     try:
         with open(partial, "wb") as handle:
-            torch.save(state, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, path)

@@ -1,0 +1,1 @@
+"""Splat files other tools open: nerfstudio's PLY, Niantic's SPZ and PlayCanvas' compressed PLY."""
