@@ -27,6 +27,9 @@ from distilled_gs_ns.distillation.budget import least_important, pruning_schedul
 from distilled_gs_ns.strategies.capped import CappedStrategy
 from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.errors import UserInputError, check_model_settings
+from distilled_gs_ns.export.formats import FORMATS
+from distilled_gs_ns.export.size_budget import gaussians_for_megabytes
+from distilled_gs_ns.export.splat_data import SplatData
 from distilled_gs_ns.losses.photometric import photometric_loss
 from distilled_gs_ns.losses.structure import StructureLoss
 from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModel, SplatBaseModelConfig, planned_steps
@@ -39,6 +42,12 @@ class StudentModelConfig(SplatBaseModelConfig):
     """Gaussian budget as a fraction of the standard teacher's count (paper: about 12% on average)."""
     max_gaussians: Optional[int] = None
     """Absolute Gaussian budget; overrides target_fraction when set."""
+    max_megabytes: Optional[float] = None
+    """File-size budget (MB = 10^6 bytes) of the student exported in export_format at its SH degree;
+    overrides max_gaussians and target_fraction. The count is found by encoding the standard
+    teacher's most important Gaussians (export/size_budget.py)."""
+    export_format: Literal["ply", "spz", "compressed-ply"] = "ply"
+    """The file format max_megabytes is meant for (`distilled-gs export --format`)."""
     initialisation: Literal["seeds", "teacher"] = "teacher"
     """'teacher' (default): the standard teacher's Gaussians (all of them with prune_rounds > 0, else
     its budget most important ones by accumulated blending weight). 'seeds': the data's point cloud or
@@ -84,6 +93,7 @@ class StudentModelConfig(SplatBaseModelConfig):
             self.kd_weight > 0
             or self.structure_weight > 0
             or self.max_gaussians is None
+            or self.max_megabytes is not None
             or self.initialisation == "teacher"
         )
 
@@ -92,6 +102,7 @@ class StudentModelConfig(SplatBaseModelConfig):
         check_model_settings(self, {
             "target_fraction": (0 < self.target_fraction <= 1, "in (0, 1]"),
             "max_gaussians": (self.max_gaussians is None or self.max_gaussians > 0, "positive"),
+            "max_megabytes": (self.max_megabytes is None or (math.isfinite(self.max_megabytes) and self.max_megabytes > 0), "positive"),
             "growth_cap": (math.isfinite(self.growth_cap) and self.growth_cap >= 1, "a finite number >= 1"),
             "sample_at": (0 < self.sample_at < 1, "in (0, 1)"),
             "prune_tail_at": (self.sample_at < self.prune_tail_at <= 1, "in (sample_at, 1]"),
@@ -130,9 +141,15 @@ class StudentModel(SplatBaseModel):
 
     # ------------------------------------------------------------------ set-up by the pipeline
 
-    def set_budget(self, reference_count: Optional[int]) -> int:
-        """Fix the budget (max_gaussians, else target_fraction of the standard teacher's count)."""
-        if self.config.max_gaussians is not None:
+    def set_budget(self, reference_count: Optional[int], size_sample: Optional[SplatData] = None) -> int:
+        """Fix the budget: what max_megabytes holds (measured on `size_sample`, the standard teacher's
+        Gaussians most important first), else max_gaussians, else target_fraction of the teacher's count."""
+        if self.config.max_megabytes is not None:
+            if size_sample is None:
+                raise UserInputError("pipeline.model.max-megabytes needs a teacher (--pipeline.teachers)")
+            fmt = FORMATS[self.config.export_format]
+            budget = gaussians_for_megabytes(self.config.max_megabytes, fmt, size_sample.with_sh_degree(self.config.sh_degree))
+        elif self.config.max_gaussians is not None:
             budget = self.config.max_gaussians
         elif reference_count is not None:
             budget = max(1, round(self.config.target_fraction * reference_count))

@@ -28,6 +28,7 @@ from distilled_gs_ns.distillation.pseudo_labels import (
 )
 from distilled_gs_ns.pipelines.teachers import load_teachers, read_teacher_configs, reference_teacher
 from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.export.splat_data import from_model
 from distilled_gs_ns.models.student import StudentModel
 from distilled_gs_ns.pipelines.splat_pipeline import SplatPipeline, SplatPipelineConfig
 
@@ -97,16 +98,21 @@ class DistillationPipeline(SplatPipeline):
         dataparser_cameras = self.datamanager.train_dataparser_outputs.cameras
         teachers = load_teachers(self.config.teachers, dataparser_cameras, self.device)
         reference = reference_teacher(teachers)
-        budget = self.model.set_budget(reference.num_gaussians)
+        cameras = self.served_train_cameras()
+        importance = None
+        if self.model.config.initialisation == "teacher" or self.model.config.max_megabytes is not None:
+            importance = blending_importance(reference.model, cameras, description="teacher importance")
+        size_sample = None
+        if self.model.config.max_megabytes is not None:
+            size_sample = from_model(reference.model, order=torch.argsort(importance, descending=True))
+        budget = self.model.set_budget(reference.num_gaussians, size_sample)
         counts = ", ".join(f"{t.method_name} {t.num_gaussians}" for t in teachers)
         CONSOLE.log(
             f"teachers: {counts}; budget {budget} Gaussians "
             f"({budget / reference.num_gaussians:.1%} of {reference.method_name}, {reference.config_path})"
         )
         self.model.set_structure_reference(reference.model.means)
-        cameras = self.served_train_cameras()
-        if self.model.config.initialisation == "teacher":
-            importance = blending_importance(reference.model, cameras, description="teacher importance")
+        if importance is not None and self.model.config.initialisation == "teacher":
             self.model.initialise_from(dict(reference.model.gauss_params.items()), importance)
             if self.model.num_points == reference.num_gaussians:
                 CONSOLE.log(f"student starts from all {self.model.num_points} Gaussians of the standard teacher")
