@@ -11,17 +11,18 @@ from torch import Tensor
 
 from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
 from distilled_gs_ns.models.anchor_decoder import AnchorDecoder, AnchorDecoderConfig
+from distilled_gs_ns.models.anchor_sh_bake import bake_anchors_with_sh
 from distilled_gs_ns.models.anchors import (
     Anchors,
     SpawnInfo,
     accumulate_opacity,
     accumulate_per_offset,
-    bake_gaussians,
     spawn_gaussians,
     visible,
 )
 from distilled_gs_ns.rendering.cameras import world_to_camera
 from distilled_gs_ns.rendering import rasterize
+from distilled_gs_ns.rendering.gaussians import RenderGaussians
 from tests.toy_models import look_at
 
 SIZE = 16
@@ -262,30 +263,66 @@ def test_gradients_flow_from_the_render_to_anchors_and_decoder():
     assert not per_offset[~spawned].any()
 
 
-def test_bake_matches_spawn_with_the_same_view_directions():
+def _one_camera(eye: torch.Tensor) -> dict:
+    """Training views of one 64 px camera at `eye` looking at the origin."""
+    K = torch.tensor([[[60.0, 0.0, 32.0], [0.0, 60.0, 32.0], [0.0, 0.0, 1.0]]])
+    return {"camera_to_worlds": look_at(eye, torch.zeros(3))[None], "Ks": K, "sizes": torch.tensor([[64, 64]])}
+
+
+def test_sh_bake_from_one_camera_reproduces_that_view():
+    """Seen from a single camera, the SH fit is exact there and the opacity bake is that view's."""
+    from gsplat.cuda._torch_impl import _spherical_harmonics
+
     anchors = random_anchors(8)
     dec = decoder()
-    spawned, _ = spawn_gaussians(anchors, dec, EYE)
-    baked = bake_gaussians(anchors, dec, 3.0 * (anchors.positions - EYE))
-    assert 0 < baked.means.shape[0] < 80
-    for name in ("means", "quats", "scales", "opacities", "colors"):
-        torch.testing.assert_close(getattr(baked, name), getattr(spawned, name))
-    assert baked.sh_degree is None
+    eye = torch.tensor([0.3, -4.0, 0.5])
+    spawned, _ = spawn_gaussians(anchors, dec, eye)
+    for mode in ("mean-visible", "export-direction"):
+        baked = bake_anchors_with_sh(anchors, dec, _one_camera(eye), sh_degree=2, mode=mode)
+        assert baked.sh_degree == 2 and baked.colors.shape[1:] == (9, 3)
+        torch.testing.assert_close(baked.means, spawned.means)
+        torch.testing.assert_close(baked.opacities, spawned.opacities)
+        torch.testing.assert_close(baked.scales, spawned.scales)
+        colour = (_spherical_harmonics(2, baked.means - eye, baked.colors) + 0.5).clamp(min=0)
+        torch.testing.assert_close(colour, spawned.colors, atol=2e-3, rtol=0)
 
 
-def test_bake_with_one_direction_for_all_anchors():
-    anchors = random_anchors(5)
+def test_sh_bake_fits_colours_that_vary_with_the_view():
+    """With a ring of cameras, degree 3 follows the decoder's view-dependent colour better than DC."""
+    from gsplat.cuda._torch_impl import _spherical_harmonics
+
+    anchors = random_anchors(6)
     dec = decoder()
-    direction = torch.tensor([0.0, 2.0, 0.0])
-    one = bake_gaussians(anchors, dec, direction)
-    each = bake_gaussians(anchors, dec, direction.expand(5, 3).clone())
-    torch.testing.assert_close(one.colors, each.colors)
-    other = bake_gaussians(anchors, dec, torch.tensor([1.0, 0.0, 0.0]))
-    assert one.colors.shape != other.colors.shape or not torch.allclose(one.colors, other.colors)
-    with pytest.raises(ValueError):
-        bake_gaussians(anchors, dec, torch.zeros(3))
-    with pytest.raises(ValueError):
-        bake_gaussians(anchors, dec, torch.ones(4, 3))
+    eyes = [torch.tensor([4.0 * math.cos(a), 4.0 * math.sin(a), 1.0]) for a in torch.linspace(0, 2 * math.pi, 13)[:-1]]
+    views = [_one_camera(eye) for eye in eyes]
+    ring = {key: torch.cat([v[key] for v in views]) for key in views[0]}
+    errors = {}
+    for degree in (0, 3):
+        baked = bake_anchors_with_sh(anchors, dec, ring, sh_degree=degree)
+        error = []
+        for eye in eyes:
+            spawned, _ = spawn_gaussians(anchors, dec, eye)
+            colour = (_spherical_harmonics(degree, spawned.means - eye, _match(baked, spawned)) + 0.5).clamp(min=0)
+            error.append((colour - spawned.colors).abs().mean())
+        errors[degree] = float(torch.stack(error).mean())
+    assert errors[3] < 0.8 * errors[0], errors
+
+
+def _match(baked, spawned) -> torch.Tensor:
+    """SH coefficients of the baked Gaussians at the spawned ones' positions (same anchor and offset)."""
+    distance = (spawned.means[:, None] - baked.means[None]).norm(dim=-1)
+    nearest = distance.argmin(dim=1)
+    assert float(distance.min(dim=1).values.max()) < 1e-5
+    return baked.colors[nearest]
+
+
+def test_sh_bake_refuses_unknown_settings():
+    anchors = random_anchors(3)
+    views = _one_camera(torch.tensor([0.0, -4.0, 0.0]))
+    with pytest.raises(ValueError, match="sh_degree"):
+        bake_anchors_with_sh(anchors, decoder(), views, sh_degree=4)
+    with pytest.raises(ValueError, match="bake mode"):
+        bake_anchors_with_sh(anchors, decoder(), views, sh_degree=1, mode="median")
 
 
 def test_accumulate_opacity_sums_per_anchor():
@@ -301,3 +338,43 @@ def test_accumulate_opacity_sums_per_anchor():
         accumulate_opacity(5, info, opacities[:3])
     with pytest.raises(ValueError):
         accumulate_per_offset(5, 4, info, opacities)
+
+
+def test_refining_a_bake_brings_its_renders_to_the_targets():
+    """Three views of known Gaussians; a distorted copy refined against their renders gets closer."""
+    from distilled_gs_ns.models.bake_refinement import refine_bake
+
+    torch.manual_seed(0)
+    n = 60
+    truth = RenderGaussians(
+        means=(torch.rand(n, 3) - 0.5) * 1.5,
+        quats=torch.nn.functional.normalize(torch.randn(n, 4), dim=-1),
+        scales=torch.full((n, 3), 0.12),
+        opacities=torch.full((n,), 0.8),
+        colors=torch.randn(n, 4, 3) * 0.3,
+        sh_degree=1,
+    )
+    eyes = [torch.tensor([0.0, -4.0, 0.0]), torch.tensor([3.0, -3.0, 0.5]), torch.tensor([-3.0, -3.0, -0.5])]
+    views = [world_to_camera(look_at(eye, torch.zeros(3))[None]) for eye in eyes]
+
+    def render(gaussians: RenderGaussians, view: int) -> Tensor:
+        image, alpha, _ = rasterize("torch", means=gaussians.means, quats=gaussians.quats, scales=gaussians.scales,
+                                    opacities=gaussians.opacities, colors=gaussians.colors, viewmats=views[view],
+                                    Ks=K_MAT[None], width=SIZE, height=SIZE, sh_degree=gaussians.sh_degree)  # fmt: skip
+        return image[0] + (1 - alpha[0])
+
+    with torch.no_grad():
+        targets = [render(truth, v) for v in range(3)]
+    distorted = RenderGaussians(
+        means=truth.means, quats=truth.quats, scales=truth.scales * 1.6, opacities=torch.full((n,), 0.3),
+        colors=truth.colors + 0.2 * torch.randn(n, 4, 3), sh_degree=1,
+    )  # fmt: skip
+
+    def error(gaussians: RenderGaussians) -> float:
+        with torch.no_grad():
+            return float(sum((render(gaussians, v) - targets[v]).abs().mean() for v in range(3)))
+
+    refined = refine_bake(distorted, render, targets, steps=150)
+    assert error(refined) < 0.5 * error(distorted), (error(refined), error(distorted))
+    torch.testing.assert_close(refined.means, truth.means)  # positions stay
+    assert refine_bake(distorted, render, targets, steps=0) is distorted

@@ -17,7 +17,7 @@ from plyfile import PlyData
 from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data import DEMO_SCENE
 from distilled_gs_ns.metrics.export_fidelity import export_psnr
-from distilled_gs_ns.rendering.splat_ply import load_splat_ply
+from distilled_gs_ns.export.formats import FORMATS
 from tests.cli import BIN, TrainedRun, cli_env, free_port, machine_args, run_cli
 
 pytestmark = pytest.mark.cli
@@ -31,6 +31,7 @@ def train_momentum(runs_dir: Path, name: str, steps: int = STEPS, extra: List[st
     flags = ShortMomentumRun(
         steps, num_random=3000, steps_per_block=STEPS_PER_BLOCK, refine_every=20, save_every=100, keep_all_checkpoints=True
     ).flags()
+    flags += ["--pipeline.model.export-refine-steps", "100"]  # the export's render fit, shortened for the tests
     proc = run_cli(
         ["ns-train", METHOD, "--data", str(DEMO_SCENE), "--output-dir", str(runs_dir), "--experiment-name", name,
          "--timestamp", "run", *flags, *extra]
@@ -120,7 +121,8 @@ def test_merged_checkpoint_evaluates_and_exports(
     run_cli(["ns-export", "gaussian-splat", "--load-config", str(run.config), "--output-dir", str(tmp_path / "export")])
     vertex = PlyData.read(str(tmp_path / "export" / "splat.ply"))["vertex"]
     names = set(vertex.data.dtype.names)
-    assert {"x", "f_dc_0", "f_dc_2", "opacity", "scale_2", "rot_3"} <= names and not any(n.startswith("f_rest") for n in names)
+    assert {"x", "f_dc_0", "f_dc_2", "opacity", "scale_2", "rot_3"} <= names
+    assert sum(n.startswith("f_rest_") for n in names) == 45  # view-dependent colour fitted to SH degree 3
     anchors = state["merged"]["positions"].shape[0]
     assert 0 < len(vertex.data) <= anchors * 10
 
@@ -129,8 +131,14 @@ def test_export_matches_the_model_render(one_process: TrainedRun, tmp_path: Path
     run_cli(["ns-export", "gaussian-splat", "--load-config", str(one_process.config), "--output-dir", str(tmp_path)])
     _, pipeline, _, _ = eval_setup(one_process.config, test_mode="inference")
     cameras = pipeline.datamanager.train_dataset.cameras
-    values = export_psnr(pipeline.model, load_splat_ply(tmp_path / "splat.ply"), cameras[::8])
+    exported = FORMATS["ply"].decode((tmp_path / "splat.ply").read_bytes()).render_gaussians()
+    values = export_psnr(pipeline.model, exported, cameras[::8])
     assert statistics.fmean(values) > 25.0, values
+    # The package's own export writes the same Gaussians, e.g. as SPZ with the fitted SH bands.
+    run_cli(["distilled-gs", "export", "--load-config", str(one_process.config), "--format", "spz",
+             "--output", str(tmp_path / "splat.spz")])  # fmt: skip
+    spz = FORMATS["spz"].decode((tmp_path / "splat.spz").read_bytes())
+    assert spz.count == exported.means.shape[0] and spz.sh_degree == 3
 
 
 def test_resume_mid_run_from_unmerged_checkpoint(one_process: TrainedRun, runs_dir: Path) -> None:

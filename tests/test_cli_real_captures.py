@@ -115,6 +115,7 @@ def test_student_trains_evaluates_and_exports_on_a_distorted_capture(
 def test_momentum_gs_trains_evaluates_and_exports_on_a_distorted_capture(distorted: Path, tmp_path: Path) -> None:
     """Cameras of two sizes: assignment, coverage and export directions use each camera's own."""
     flags = ShortMomentumRun(80, num_random=2000, steps_per_block=20, refine_every=20).flags()
+    flags += ["--pipeline.model.export-refine-steps", "50"]
     proc = run_cli(["ns-train", "momentum-gs", "--output-dir", str(tmp_path), "--experiment-name", "x",
                     "--timestamp", "run", *flags, "--data", str(distorted)])
     run = TrainedRun("momentum-gs", tmp_path / "x" / "momentum-gs" / "run", proc.stdout + proc.stderr)

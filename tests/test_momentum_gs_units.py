@@ -707,7 +707,8 @@ def test_export_properties_have_consistent_shapes() -> None:
     assert 0 < n <= model.merged.num_anchors * model.config.num_offsets
     assert model.means.shape == (n, 3) and model.scales.shape == (n, 3) and model.quats.shape == (n, 4)
     assert model.opacities.shape == (n, 1) and model.features_dc.shape == (n, 3)
-    assert model.features_rest.shape == (n, 0, 3)
+    assert model.features_rest.shape == (n, 15, 3)  # SH degree 3 fitted to the decoder's colours
+    assert model.shs_0.shape == (n, 3) and model.shs_rest.shape == (n, 15, 3)
     assert torch.allclose(model.quats.norm(dim=-1), torch.ones(n), atol=1e-5)
     assert torch.isfinite(model.scales).all() and torch.isfinite(model.opacities).all()
 

@@ -166,28 +166,6 @@ def spawn_gaussians(
     return _neural_gaussians(anchors, decoder, ids, view_dirs)
 
 
-def bake_gaussians(anchors: Anchors, decoder: AnchorDecoder, view_dir: Tensor) -> RenderGaussians:
-    """Explicit Gaussians of every anchor for a fixed viewing direction, e.g. for `ns-export gaussian-splat`.
-
-    A splat file cannot hold view-dependent opacity, shape and colour, so export must pick one viewing
-    direction per anchor: `view_dir` [3] (one for all anchors) or [N, 3], pointing from the viewer to
-    the anchor like in `spawn_gaussians`; it is normalised here. Which direction is right is a choice,
-    e.g. the mean direction from the training cameras that see an anchor towards it; the export only
-    matches renders from viewpoints close to that choice.
-    """
-    _check_decoder(anchors, decoder)
-    n = anchors.num_anchors
-    if view_dir.shape == (3,):
-        view_dir = view_dir.expand(n, 3)
-    elif view_dir.shape != (n, 3):
-        raise ValueError(f"view_dir must be [3] or [{n}, 3], got {tuple(view_dir.shape)}")
-    if (view_dir.norm(dim=-1) == 0).any():
-        raise ValueError("view_dir must be non-zero")
-    ids = torch.arange(n, device=anchors.positions.device)
-    gaussians, _ = _neural_gaussians(anchors, decoder, ids, F.normalize(view_dir, dim=-1))
-    return gaussians
-
-
 def accumulate_per_offset(num_anchors: int, num_offsets: int, info: SpawnInfo, values: Tensor) -> Tensor:
     """Sum of `values` [G] (one per neural Gaussian) into [num_anchors, num_offsets]; detached.
 

@@ -41,9 +41,10 @@ from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics
 from distilled_gs_ns.distributed import process_group
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.models.anchor_decoder import AnchorDecoder, AnchorDecoderConfig
-from distilled_gs_ns.models.anchor_export import export_view_directions
+from distilled_gs_ns.models.anchor_sh_bake import BakeMode, bake_anchors_with_sh
+from distilled_gs_ns.models.bake_refinement import refine_bake
 from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anchors, pruned_mask
-from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, assemble_gaussians, bake_gaussians, visible
+from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, assemble_gaussians, visible
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig, planned_steps
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
@@ -53,6 +54,7 @@ ANCHOR_GROUPS = {"anchor_features": "features", "anchor_offsets": "offsets", "an
 """Optimiser group -> the trained anchor tensor it holds (positions stay fixed, as in Scaffold-GS)."""
 DECODER_GROUPS = ("opacity_mlp", "covariance_mlp", "color_mlp")
 SUMMARY_FILE = "blocks.json"
+SH_C0 = 0.28209479177387814
 
 
 @dataclass
@@ -62,8 +64,15 @@ class MomentumGSModelConfig(SplatBaseModelConfig):
     interval."""
 
     _target: Type = field(default_factory=lambda: MomentumGSModel)
-    sh_degree: int = 0
-    """Colours come from the decoder; export writes them as the SH DC term."""
+    sh_degree: int = 3
+    """SH degree of the exported splat (renders always use the decoder): each neural Gaussian's
+    decoded colour is fitted over the training views that see its anchor (`anchor_sh_bake`)."""
+    export_bake: BakeMode = "export-direction"
+    """How export first fixes each neural Gaussian's view-dependent opacity and scale: decoded along
+    its anchor's export direction, or averaged over the training views that see the anchor."""
+    export_refine_steps: int = 1000
+    """Then the baked Gaussians are fitted to the model's renders of its training views for this many
+    Adam steps (one view each; 0: the bake as is), see models/bake_refinement.py."""
     use_absgrad: bool = False
     """Anchor growing reads plain screen-space gradients, as Scaffold-GS does."""
     num_downscales: int = 0
@@ -134,7 +143,8 @@ class MomentumGSModelConfig(SplatBaseModelConfig):
             "grow_from": 0.0 <= self.grow_from <= self.grow_until <= 1.0,
             "visibility_margin": self.visibility_margin >= 0,
             "voxel_size": math.isfinite(self.voxel_size),
-            "sh_degree": self.sh_degree == 0,
+            "sh_degree": 0 <= self.sh_degree <= 3,
+            "export_refine_steps": self.export_refine_steps >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -679,15 +689,39 @@ class MomentumGSModel(SplatBaseModel):
     # ------------------------------------------------------------------ export (ns-export gaussian-splat)
 
     def baked_gaussians(self) -> RenderGaussians:
-        """The merged anchors decoded as explicit Gaussians, each anchor from its export direction."""
+        """The merged anchors as explicit Gaussians with SH colours of `config.sh_degree`."""
         key = (self.step, self.merged is None, len(self.blocks))
         if self._bake_cache is None or self._bake_cache[0] != key:
-            anchors = self.render_anchors()
-            views = self.train_views
-            dirs = export_view_directions(anchors.positions, views["camera_to_worlds"], views["Ks"], views["sizes"])
             with torch.no_grad():
-                self._bake_cache = (key, bake_gaussians(anchors, self.decoder, dirs))
+                baked = bake_anchors_with_sh(
+                    self.render_anchors(), self.decoder, self.train_views, self.config.sh_degree, self.config.export_bake
+                )
+            self._bake_cache = (key, self._fit_to_own_renders(baked))
         return self._bake_cache[1]
+
+    def _fit_to_own_renders(self, baked: RenderGaussians) -> RenderGaussians:
+        steps = self.config.export_refine_steps
+        if steps == 0 or not self.train_views:
+            return baked
+        c2w, Ks, sizes = (self.train_views[key].to(self.device) for key in ("camera_to_worlds", "Ks", "sizes"))
+        cameras = Cameras(
+            camera_to_worlds=c2w, fx=Ks[:, 0, 0:1], fy=Ks[:, 1, 1:2], cx=Ks[:, 0, 2:3], cy=Ks[:, 1, 2:3],
+            width=sizes[:, 0:1].long(), height=sizes[:, 1:2].long(),
+        )  # fmt: skip
+        was_training = self.training
+        self.eval()
+        background = self.background_color.to(self.device)
+        with torch.no_grad():
+            targets = [self.get_outputs(cameras[i : i + 1])["rgb"] for i in range(cameras.shape[0])]
+
+        def render(gaussians: RenderGaussians, view: int) -> Tensor:
+            image, alpha, _ = self.rasterize_view(gaussians, cameras[view : view + 1])
+            return torch.clamp(image[0, ..., :3] + (1 - alpha[0]) * background, 0.0, 1.0)
+
+        CONSOLE.log(f"export: fitting {baked.means.shape[0]} baked Gaussians to the model's renders ({steps} steps)")
+        refined = refine_bake(baked, render, targets, steps)
+        self.train(was_training)
+        return refined
 
     @property
     def num_points(self) -> int:
@@ -713,9 +747,21 @@ class MomentumGSModel(SplatBaseModel):
         return torch.logit(self.baked_gaussians().opacities.clamp(1e-6, 1 - 1e-6))[:, None]
 
     @property
+    def shs_0(self) -> Tensor:
+        return self.baked_gaussians().colors[:, 0, :]
+
+    @property
+    def shs_rest(self) -> Tensor:
+        return self.baked_gaussians().colors[:, 1:, :]
+
+    @property
     def features_dc(self) -> Tensor:
-        return torch.logit(self.baked_gaussians().colors.clamp(1e-6, 1 - 1e-6))
+        return self.shs_0
 
     @property
     def features_rest(self) -> Tensor:
-        return self.features_dc.new_zeros(self.features_dc.shape[0], 0, 3)
+        return self.shs_rest
+
+    @property
+    def colors(self) -> Tensor:
+        return torch.clamp(self.shs_0 * SH_C0 + 0.5, 0.0, 1.0)
