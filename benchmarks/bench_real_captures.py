@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from distilled_gs_ns.cli.demo import STUDENT, TEACHERS, DemoResult, train_and_report
+from distilled_gs_ns.cli.stages import STUDENT, TEACHERS, StageResult, train_and_report
 from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data.captures import Crop, colmap_capture, nerfstudio_capture
 
@@ -65,7 +65,7 @@ def run_capture(name: str, methods: Sequence[str], runs: Path, steps: int) -> Li
     output.mkdir(parents=True, exist_ok=True)
     rows: List[Dict] = []
 
-    def stage(label: str, method: str, extra: Sequence[str] = (), schedule=None) -> Optional[DemoResult]:
+    def stage(label: str, method: str, extra: Sequence[str] = (), schedule=None) -> Optional[StageResult]:
         try:
             result = train_and_report(label, method, output, steps, "cpu", extra, data=data, schedule=schedule, parser=parser)
         except SystemExit as failure:  # one failed cell must not end the matrix

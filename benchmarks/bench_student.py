@@ -162,7 +162,7 @@ def budget_sweep(fractions: List[float], summary: Dict, runs: Path, steps: int) 
     With `steps` other than the teachers', the stage names say so: the schedule is the other
     suspect when the gap stays at every budget.
     """
-    from distilled_gs_ns.cli.demo import STUDENT, train_and_report
+    from distilled_gs_ns.cli.stages import STUDENT, train_and_report
 
     teacher = summary["results"][0]
     teachers = [r["config"] for r in summary["results"][:3]]
@@ -186,7 +186,7 @@ def budget_sweep(fractions: List[float], summary: Dict, runs: Path, steps: int) 
 def seed_repeats(seeds: List[int], models: List[str], summary: Dict, runs: Path, steps: int) -> Dict[str, Dict[str, float]]:
     """`models` (the student and same-budget models) again with other seeds (teachers stay seed 0's):
     stages `<name>-seed<k>`, and per model the PSNR of each seed, their mean and spread."""
-    from distilled_gs_ns.cli.demo import same_budget_stages, student_stage, train_and_report
+    from distilled_gs_ns.cli.stages import same_budget_stages, student_stage, train_and_report
 
     by_name = {r["name"]: r for r in summary["results"]}
     device, data = by_name["teacher"]["device"], Path(by_name["teacher"]["data"])
@@ -232,7 +232,7 @@ def main() -> None:
     if any(not 0 < f <= 1 for f in args.budgets):
         parser.error("--budgets takes fractions in (0, 1]")
 
-    from distilled_gs_ns.cli.demo import STUDENT, format_table, train_and_report
+    from distilled_gs_ns.cli.stages import STUDENT, format_table, train_and_report
     from distilled_gs_ns.cli.demo import main as demo
 
     demo(["--steps", str(args.steps), "--output-dir", str(args.runs), *(["--data", str(args.data)] if args.data else [])])
@@ -254,7 +254,7 @@ def main() -> None:
         summary["variants"] = [asdict(r) for r in rows]
         print("\nStudent variants:\n" + format_table(rows))
     if args.mcmc_variants:
-        from distilled_gs_ns.cli.demo import MCMC
+        from distilled_gs_ns.cli.stages import MCMC
 
         device = summary["results"][0]["device"]
         counts = {r["name"]: r["gaussians"] for r in summary["results"]}

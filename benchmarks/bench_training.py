@@ -22,10 +22,10 @@ from typing import Sequence
 
 import torch
 
-from distilled_gs_ns.cli.demo import TEACHERS, DemoResult, train_and_report
+from distilled_gs_ns.cli.stages import TEACHERS, StageResult, train_and_report
 
 
-def format_table(results: Sequence[DemoResult], rasterizers: Sequence[str]) -> str:
+def format_table(results: Sequence[StageResult], rasterizers: Sequence[str]) -> str:
     lines = [
         "| rasterizer | ns-train s | speed-up vs first | Gaussians | PSNR | SSIM |",
         "|---|---|---|---|---|---|",

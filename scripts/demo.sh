@@ -5,4 +5,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
-exec "${DGS_VENV:-$ROOT/.venv}/bin/python" -m distilled_gs_ns.cli.demo "$@"
+exec "${DGS_VENV:-$ROOT/.venv}/bin/python" -m distilled_gs_ns.cli demo "$@"

@@ -23,7 +23,7 @@ import threading
 from importlib.metadata import entry_points
 from typing import Callable, Dict
 
-COMMANDS = ("ns-train", "ns-eval", "ns-export", "ns-viewer")
+COMMANDS = ("ns-train", "ns-eval", "ns-export", "ns-viewer", "distilled-gs")
 
 
 def load_entry_points() -> Dict[str, Callable[[], object]]:

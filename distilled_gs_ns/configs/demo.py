@@ -17,7 +17,8 @@ class ShortRun:
 
     steps: int
     device: str = "cpu"
-    num_random: int = 10000
+    num_random: Optional[int] = 10000  # None: the method's default
+    background_color: Optional[str] = "white"  # None: the method's default
     warmup: Optional[int] = None  # steps / 15
     refine_every: Optional[int] = None  # steps / 30
     reset_alpha_every: int = 10  # in refinements
@@ -41,8 +42,6 @@ class ShortRun:
             "--steps-per-save", str(self._part(self.save_every, 3)),
             "--steps-per-eval-image", str(self._part(self.eval_image_every, 6)),
             "--steps-per-eval-all-images", str(10 * self.steps),
-            "--pipeline.model.background-color", "white",
-            "--pipeline.model.num-random", str(self.num_random),
             "--pipeline.model.warmup-length", str(self._part(self.warmup, 15)),
             "--pipeline.model.refine-every", str(self._part(self.refine_every, 30)),
             "--pipeline.model.reset-alpha-every", str(self.reset_alpha_every),
@@ -52,6 +51,10 @@ class ShortRun:
             "--pipeline.model.sh-degree-interval", str(self._part(self.sh_degree_interval, 6)),
             "--optimizers.means.scheduler.max-steps", str(max(self.steps, 1)),
         ]  # fmt: skip
+        if self.background_color is not None:
+            flags += ["--pipeline.model.background-color", self.background_color]
+        if self.num_random is not None:
+            flags += ["--pipeline.model.num-random", str(self.num_random)]
         if self.keep_all_checkpoints:
             flags += ["--save-only-latest-checkpoint", "False"]
         return flags

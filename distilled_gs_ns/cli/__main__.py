@@ -1,0 +1,3 @@
+from distilled_gs_ns.cli.main import entrypoint
+
+entrypoint()

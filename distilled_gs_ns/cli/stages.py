@@ -1,0 +1,228 @@
+"""The stages of the Distilled-3DGS recipe, each the real nerfstudio commands a user would run.
+
+A stage trains one model (`ns-train`), exports it (`ns-export gaussian-splat`, and `distilled-gs
+export` for another format) and evaluates the held-out views (`ns-eval`); its result is kept in
+`<output>/<name>/result.json`, so running again with the same settings reuses finished stages.
+Used by `distilled-gs distill`, `distilled-gs demo` and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from distilled_gs_ns.configs.demo import ShortRun
+from distilled_gs_ns.data import DEMO_SCENE
+
+BIN = Path(sys.executable).parent
+TEACHERS = {
+    "teacher": "distilled-3dgs-teacher",
+    "teacher-perturbed": "distilled-3dgs-teacher-perturbed",
+    "teacher-dropout": "distilled-3dgs-teacher-dropout",
+}
+STUDENT = "distilled-3dgs-student"
+MCMC = "distilled-3dgs-mcmc"
+PRUNE_FINETUNE = "distilled-3dgs-prune-finetune"
+
+
+@dataclass
+class StageResult:
+    name: str
+    method: str
+    gaussians: int
+    ply_mb: float
+    psnr: float
+    ssim: float
+    lpips: Optional[float]
+    train_seconds: float
+    steps: int
+    device: str
+    flags: List[str]
+    config: str
+    data: str = str(DEMO_SCENE)
+    render_fps: Optional[float] = None
+    """Held-out views rendered per second (measured after all stages, not cached)."""
+    file_mb: Optional[float] = None
+    """Size of the model's file in the run's chosen format (`distilled-gs distill --format`)."""
+
+
+def _run(args: Sequence[str], log: Path) -> None:
+    """Run an ns-* command; its progress goes to the terminal and to `log`."""
+    print(f"\n$ {' '.join(args)}", flush=True)
+    with log.open("w") as handle:
+        proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            handle.write(line)
+        if proc.wait() != 0:
+            raise SystemExit(f"error: {args[0]} failed (exit {proc.returncode}); its output is in {log}")
+
+
+def train_and_report(
+    name: str,
+    method: str,
+    output_dir: Path,
+    steps: int,
+    device: str,
+    extra: Sequence[str] = (),
+    data: Path = DEMO_SCENE,
+    schedule: Optional[Sequence[str]] = None,
+    parser: Sequence[str] = (),
+) -> StageResult:
+    """Train `method` on `data` (the demo scene by default), export its PLY, evaluate the held-out
+    views (renders kept).
+
+    `schedule` replaces the ShortRun flags of `steps`; `parser` selects and configures the dataparser
+    (e.g. `colmap --downscale-factor 2`). A stage that already finished with the same steps, device,
+    flags and data is not run again.
+    """
+    stage_dir = output_dir / name
+    saved = stage_dir / "result.json"
+    flags = [*(schedule or []), *extra, *parser]
+    if saved.exists():
+        result = StageResult(**json.loads(saved.read_text()))
+        same = (result.steps, result.device, result.flags, result.data) == (steps, device, flags, str(data))
+        if same and Path(result.config).exists():
+            print(f"\n{name}: finished earlier ({saved}), reused")
+            return result
+    run_dir = stage_dir / method / "demo"
+    start = time.perf_counter()
+    _run(
+        [
+            "ns-train", method, "--output-dir", str(output_dir), "--experiment-name", name, "--timestamp", "demo",
+            *(schedule or ShortRun(steps, device).flags()), *extra, *parser, "--data", str(data),
+        ],
+        output_dir / f"{name}-train.log",
+    )  # fmt: skip
+    train_seconds = time.perf_counter() - start
+    config = run_dir / "config.yml"
+    export_dir = stage_dir / "export"
+    _run(
+        ["ns-export", "gaussian-splat", "--load-config", str(config), "--output-dir", str(export_dir)],
+        output_dir / f"{name}-export.log",
+    )
+    metrics_path = stage_dir / "eval.json"
+    _run(
+        [
+            "ns-eval", "--load-config", str(config), "--output-path", str(metrics_path),
+            "--render-output-path", str(stage_dir / "renders"),
+        ],
+        output_dir / f"{name}-eval.log",
+    )  # fmt: skip
+    metrics = json.loads(metrics_path.read_text())["results"]
+    ply = export_dir / "splat.ply"
+    result = StageResult(
+        name=name,
+        method=method,
+        gaussians=int(metrics["gaussian_count"]),
+        ply_mb=ply.stat().st_size / 1e6,
+        psnr=metrics["psnr"],
+        ssim=metrics["ssim"],
+        lpips=metrics.get("lpips"),
+        train_seconds=train_seconds,
+        steps=steps,
+        device=device,
+        flags=flags,
+        config=str(config),
+        data=str(data),
+    )
+    saved.write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def student_stage(teacher_configs: Sequence[str]) -> Tuple[str, List[str]]:
+    """The student's method and flags: the three teachers, in the demo's order, and the defaults."""
+    return STUDENT, ["--pipeline.teachers", *teacher_configs]
+
+
+def same_budget_stages(teacher_config: str, budget: int) -> Dict[str, Tuple[str, List[str]]]:
+    """Method and flags of every model trained at the student's Gaussian count, in training order.
+
+    - baseline: standard 3DGS whose count is capped at the budget (as many seeds as the budget,
+      densification never beyond it); the importance steps then have nothing to remove.
+    - baseline-pruned: the student's capped-growth-and-importance recipe without teachers.
+    - mcmc: 3DGS-MCMC capped at the budget (from as many of the seeds as the cap).
+    - prune-finetune: the standard teacher pruned to the budget by importance, then fine-tuned.
+    """
+    count = str(budget)
+    no_teachers = ["--pipeline.model.initialisation", "seeds", "--pipeline.model.prune-rounds", "0",
+                   "--pipeline.model.kd-weight", "0", "--pipeline.model.structure-weight", "0"]  # fmt: skip
+    return {
+        "baseline": (STUDENT, [*no_teachers, "--pipeline.model.max-gaussians", count,
+                               "--pipeline.model.growth-cap", "1", "--pipeline.model.num-random", count]),
+        "baseline-pruned": (STUDENT, [*no_teachers, "--pipeline.model.max-gaussians", count]),
+        "mcmc": (MCMC, ["--pipeline.model.max-gaussians", count]),
+        "prune-finetune": (PRUNE_FINETUNE, ["--pipeline.teachers", teacher_config, "--pipeline.model.max-gaussians", count]),
+    }  # fmt: skip
+
+
+def format_table(results: Sequence[StageResult], file_format: str = "ply") -> str:
+    extra = file_format != "ply" and any(r.file_mb is not None for r in results)
+    head = "| model | Gaussians | PLY MB |" + (f" {file_format} MB |" if extra else "") + " PSNR | SSIM | LPIPS | render FPS | train s |"
+    rows = [head, "|" + "---|" * head.count(" |")]
+    for r in results:
+        lpips = f"{r.lpips:.3f}" if r.lpips is not None else "n/a (offline)"
+        fps = f"{r.render_fps:.0f}" if r.render_fps is not None else "-"
+        file_mb = (f" {r.file_mb:.3f} |" if r.file_mb is not None else " - |") if extra else ""
+        rows.append(
+            f"| {r.name} | {r.gaussians} | {r.ply_mb:.2f} |{file_mb} {r.psnr:.2f} | {r.ssim:.3f} | {lpips} | {fps} | {r.train_seconds:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def bar_margins(teacher: StageResult, student: StageResult, peers: Dict[str, StageResult]) -> Dict[str, float]:
+    """The student's margins (positive: the student is ahead), by PSNR, against the teacher and each
+    same-budget model."""
+    margins = {
+        "student_fraction_of_teacher": student.gaussians / teacher.gaussians,
+        "psnr_vs_teacher_db": student.psnr - teacher.psnr,
+    }
+    margins.update({f"psnr_vs_{name}_db": student.psnr - peer.psnr for name, peer in peers.items()})
+    return margins
+
+
+def export_file(result: StageResult, output_dir: Path, fmt: str) -> Path:
+    """The stage's model in `fmt` (the PLY is ns-export's); written once, kept with the stage."""
+    if fmt == "ply":
+        return Path(result.config).parent.parent.parent / "export" / "splat.ply"
+    suffix = {"spz": ".spz", "compressed-ply": ".compressed.ply"}[fmt]
+    path = output_dir / result.name / "export" / f"splat{suffix}"
+    if not path.exists() or path.stat().st_mtime < Path(result.config).stat().st_mtime:
+        _run(["distilled-gs", "export", "--load-config", result.config, "--format", fmt, "--output", str(path)],
+             output_dir / f"{result.name}-export-{fmt}.log")  # fmt: skip
+    return path
+
+
+def side_by_side(panels: Sequence[Tuple[str, Path]], ground_truth: Path, output: Path, height: int = 320) -> None:
+    """One held-out view, ground truth then each model, every panel named and scaled up to `height`.
+
+    `panels`: (label, folder of ns-eval's `--render-output-path` renders, [ground truth | render] per
+    view); the ground truth is taken from `ground_truth`'s first view.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    def half(folder: Path, right: bool) -> Image.Image:
+        image = np.asarray(Image.open(folder / "eval_img_0000.png").convert("RGB"))
+        middle = image.shape[1] // 2
+        return Image.fromarray(image[:, middle:] if right else image[:, :middle])
+
+    tiles = [("ground truth", half(ground_truth, right=False))] + [(label, half(f, right=True)) for label, f in panels]
+    scale = max(1, round(height / tiles[0][1].height))
+    width, tile_height = tiles[0][1].width * scale, tiles[0][1].height * scale
+    font = ImageFont.load_default(size=max(12, tile_height // 16))
+    bar = 2 * (font.size + 6)
+    canvas = Image.new("RGB", (len(tiles) * (width + 6) - 6, tile_height + bar), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index, (label, tile) in enumerate(tiles):
+        left = index * (width + 6)
+        canvas.paste(tile.resize((width, tile_height), Image.NEAREST), (left, bar))
+        for line_index, line in enumerate(label.split("\n")):
+            draw.text((left + 4, 3 + line_index * (font.size + 4)), line, fill="black", font=font)
+    canvas.save(output)
