@@ -31,7 +31,7 @@ def train_momentum(runs_dir: Path, name: str, steps: int = STEPS, extra: List[st
     flags = ShortMomentumRun(
         steps, num_random=3000, steps_per_block=STEPS_PER_BLOCK, refine_every=20, save_every=100, keep_all_checkpoints=True
     ).flags()
-    flags += ["--pipeline.model.export-refine-steps", "100"]  # the export's render fit, shortened for the tests
+    flags += ["--pipeline.model.export-refine-steps", "40"]  # the export's render fit, shortened for the tests
     proc = run_cli(
         ["ns-train", METHOD, "--data", str(DEMO_SCENE), "--output-dir", str(runs_dir), "--experiment-name", name,
          "--timestamp", "run", *flags, *extra]

@@ -32,7 +32,7 @@ class Distill:
     dataparser: Literal["nerfstudio-data", "blender-data", "colmap"] = "nerfstudio-data"
     """nerfstudio's dataparser for --data."""
     dataparser_flags: str = ""
-    """More flags of the dataparser, quoted, e.g. "--downscale-factor 2"."""
+    """More flags of the dataparser, quoted and after '=', e.g. --dataparser-flags="--downscale-factor 2"."""
     output_dir: Path = Path("distill_outputs")
     """Where runs, files, logs and the table go."""
     steps: int = FULL_SCHEDULE_STEPS
@@ -48,8 +48,8 @@ class Distill:
     teachers: Tuple[Path, ...] = ()
     """config.yml of already trained teachers (standard first) instead of training them here."""
     student_flags: str = ""
-    """More ns-train flags for the student, quoted, e.g. "--pipeline.model.max-megabytes 2
-    --pipeline.model.export-format spz"."""
+    """More ns-train flags for the student, quoted and after '=', e.g.
+    --student-flags="--pipeline.model.max-megabytes 2 --pipeline.model.export-format spz"."""
     fresh: bool = False
     """Retrain every stage instead of reusing finished ones."""
 

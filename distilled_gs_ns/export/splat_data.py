@@ -107,10 +107,10 @@ class SplatData:
 
 
 @torch.no_grad()
-def from_model(model: torch.nn.Module, order: Optional[torch.Tensor] = None) -> SplatData:
+def from_model(model: torch.nn.Module, order: Optional[torch.Tensor] = None, only_exportable: bool = True) -> SplatData:
     """The Gaussians `ns-export gaussian-splat` writes for `model` (any splatfacto-like model):
-    the same attributes, without those that hold NaN/Inf or fall below opacity 1/255; in the row
-    order `order` (indices into the model's Gaussians) if given."""
+    the same attributes, without those that hold NaN/Inf or fall below opacity 1/255 (unless
+    `only_exportable` is False); in the row order `order` (indices into the model's Gaussians) if given."""
 
     def array(tensor: torch.Tensor) -> np.ndarray:
         return tensor.detach().float().cpu().numpy()
@@ -129,10 +129,16 @@ def from_model(model: torch.nn.Module, order: Optional[torch.Tensor] = None) -> 
     )
     if order is not None:
         data = data.select(order.cpu().numpy())
-        n = data.count
-    finite = np.ones(n, dtype=bool)
-    for field in (data.means, data.log_scales, data.quats, data.sh_dc, data.sh_rest.reshape(n, -1)):
-        finite &= np.isfinite(field).all(axis=1)
-    finite &= np.isfinite(data.opacity_logits)
-    keep = finite & ~(data.opacity_logits < MIN_OPACITY_LOGIT)
+    if not only_exportable:
+        return data
+    keep = exportable(data)
     return data if keep.all() else data.select(keep)
+
+
+def exportable(data: SplatData) -> np.ndarray:
+    """[N] bool: the rows ns-export writes (finite, opacity at least 1/255)."""
+    n = data.count
+    keep = np.isfinite(data.opacity_logits) & ~(data.opacity_logits < MIN_OPACITY_LOGIT)
+    for field in (data.means, data.log_scales, data.quats, data.sh_dc, data.sh_rest.reshape(n, -1)):
+        keep &= np.isfinite(field).all(axis=1)
+    return keep

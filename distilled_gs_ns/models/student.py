@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Type
 
+import numpy as np
 import torch
 from gsplat.strategy.ops import remove
 from nerfstudio.cameras.cameras import Cameras
@@ -28,8 +29,8 @@ from distilled_gs_ns.strategies.capped import CappedStrategy
 from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.errors import UserInputError, check_model_settings
 from distilled_gs_ns.export.formats import FORMATS
-from distilled_gs_ns.export.size_budget import gaussians_for_megabytes
-from distilled_gs_ns.export.splat_data import SplatData
+from distilled_gs_ns.export.size_budget import gaussians_for_megabytes, largest_count_within
+from distilled_gs_ns.export.splat_data import SplatData, exportable, from_model
 from distilled_gs_ns.losses.photometric import photometric_loss
 from distilled_gs_ns.losses.structure import StructureLoss
 from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModel, SplatBaseModelConfig, planned_steps
@@ -135,6 +136,7 @@ class StudentModel(SplatBaseModel):
         self.tail_step: Optional[int] = None
         self.train_cameras: Optional[Cameras] = None
         self.pruning_rounds: Dict[int, int] = {}
+        self.final_step: Optional[int] = None
 
     def build_strategy(self) -> CappedStrategy:
         return CappedStrategy(**self.strategy_settings())
@@ -200,6 +202,7 @@ class StudentModel(SplatBaseModel):
         pipeline = training_callback_attributes.pipeline
         if trainer is not None:
             total = planned_steps(trainer)
+            self.final_step = total - 1
             self.sample_step = max(1, round(self.config.sample_at * total))
             self.tail_step = max(self.sample_step + 1, round(self.config.prune_tail_at * total))
             # No densification (nor its opacity resets and pruning) once the budget schedule starts.
@@ -219,6 +222,8 @@ class StudentModel(SplatBaseModel):
         super().step_post_backward(step)
         if self.budget is None:
             return
+        if step == self.final_step and self.config.max_megabytes is not None:
+            self.fit_file_budget(step)
         if self.pruning_rounds:
             if step in self.pruning_rounds:
                 self.reduce_to(self.pruning_rounds[step], by="tail", step=step)
@@ -244,6 +249,32 @@ class StudentModel(SplatBaseModel):
             drop = least_important(importance, count)
         remove(params=self.gauss_params, optimizers=self.optimizers, state=self.strategy_state, mask=drop)
         CONSOLE.log(f"step {step}: importance {by} kept {self.num_points} of {before} Gaussians (budget {self.budget})")
+
+    @torch.no_grad()
+    def fit_file_budget(self, step: int) -> None:
+        """After the last step, measure the student's own file in export_format and drop its least
+        important Gaussians until it fits max_megabytes (the budget was measured on the teacher's)."""
+        assert self.config.max_megabytes is not None and self.train_cameras is not None
+        fmt = FORMATS[self.config.export_format]
+        limit = self.config.max_megabytes * 1e6
+        importance = blending_importance(self, self.train_cameras, description="importance (file size)")
+        order = torch.argsort(importance, descending=True)
+        ordered = from_model(self, order=order, only_exportable=False)
+        written = exportable(ordered)
+        size = len(fmt.encode(ordered.select(written)))
+        if size <= limit:
+            CONSOLE.log(f"step {step}: the {fmt.name} file is {size / 1e6:.4f} MB, within max-megabytes {self.config.max_megabytes}")
+            return
+        count = largest_count_within(limit, fmt, ordered.select(written), self.config.max_megabytes)
+        rows = int(np.searchsorted(np.cumsum(written), count)) + 1  # the first rows of `order` hold `count` written ones
+        drop = torch.ones(self.num_points, dtype=torch.bool, device=order.device)
+        drop[order[:rows]] = False
+        before = self.num_points
+        remove(params=self.gauss_params, optimizers=self.optimizers, state=self.strategy_state, mask=drop)
+        CONSOLE.log(
+            f"step {step}: the {fmt.name} file was {size / 1e6:.4f} MB; dropped the {before - self.num_points} least "
+            f"important Gaussians to fit max-megabytes {self.config.max_megabytes}"
+        )
 
     def extra_losses(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         losses: Dict[str, Tensor] = {}
