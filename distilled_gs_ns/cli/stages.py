@@ -188,14 +188,17 @@ def bar_margins(teacher: StageResult, student: StageResult, peers: Dict[str, Sta
 
 
 def export_file(result: StageResult, output_dir: Path, fmt: str) -> Path:
-    """The stage's model in `fmt` (the PLY is ns-export's); written once, kept with the stage."""
+    """The stage's model in `fmt` (the PLY is ns-export's); written once (in this process, as
+    `distilled-gs export` does), kept with the stage."""
     if fmt == "ply":
         return Path(result.config).parent.parent.parent / "export" / "splat.ply"
-    suffix = {"spz": ".spz", "compressed-ply": ".compressed.ply"}[fmt]
-    path = output_dir / result.name / "export" / f"splat{suffix}"
+    from distilled_gs_ns.export.writer import export_run, resolve_format
+
+    chosen = resolve_format(fmt)
+    path = output_dir / result.name / "export" / f"splat{chosen.suffix}"
     if not path.exists() or path.stat().st_mtime < Path(result.config).stat().st_mtime:
-        _run(["distilled-gs", "export", "--load-config", result.config, "--format", fmt, "--output", str(path)],
-             output_dir / f"{result.name}-export-{fmt}.log")  # fmt: skip
+        print(f"\n$ distilled-gs export --load-config {result.config} --format {fmt} --output {path}", flush=True)
+        print(export_run(Path(result.config), chosen, path).line(), flush=True)
     return path
 
 
