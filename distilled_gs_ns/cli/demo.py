@@ -41,7 +41,7 @@ class Demo:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     import tyro
 
-    tyro.cli(Demo, args=argv).main()
+    tyro.cli(Demo, args=argv, prog="distilled-gs demo").main()
 
 
 def run_demo(args: Demo) -> None:

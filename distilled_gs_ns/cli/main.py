@@ -21,7 +21,7 @@ Commands = Union[
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    tyro.cli(Commands, args=argv).main()
+    tyro.cli(Commands, args=argv, prog="distilled-gs").main()
 
 
 def entrypoint() -> None:
