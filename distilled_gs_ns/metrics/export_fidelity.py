@@ -19,13 +19,11 @@ from distilled_gs_ns.rendering.gaussians import RenderGaussians
 def export_psnr(model: SplatBaseModel, exported: RenderGaussians, cameras: Cameras) -> List[float]:
     """Per camera: PSNR (dB) of the exported Gaussians' render against the model's own render."""
     model.eval()
-    background = model.background_color.to(model.device)
     values = []
     for index in range(cameras.shape[0]):
         camera = cameras[index : index + 1].to(model.device)
         own = model.get_outputs(camera)["rgb"]
-        render, alpha, _ = model.rasterize_view(exported, camera)
-        baked = torch.clamp(render[0, ..., :3] + (1 - alpha[0]) * background, 0.0, 1.0)
+        baked = model.render_rgb(exported, camera)
         mse = torch.mean((own - baked) ** 2).clamp(min=1e-10)
         values.append(float(-10.0 * torch.log10(mse)))
     return values

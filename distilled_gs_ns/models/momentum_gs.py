@@ -219,7 +219,8 @@ class MomentumGSModel(SplatBaseModel):
         self.last_step = -1
         self.block_planned_steps = 1
         self._render_cache: Optional[Tuple[Tuple, Anchors]] = None
-        self._bake_cache: Optional[Tuple[Tuple, RenderGaussians]] = None
+        self._bake_cache: Optional[Tuple[Tuple, RenderGaussians, Optional[RenderGaussians]]] = None
+        """(key, bake, bake fitted to the model's renders or None until asked for)."""
 
     @torch.no_grad()
     def place_random_seeds(self, box: Tensor) -> None:
@@ -688,16 +689,22 @@ class MomentumGSModel(SplatBaseModel):
 
     # ------------------------------------------------------------------ export (ns-export gaussian-splat)
 
-    def baked_gaussians(self) -> RenderGaussians:
-        """The merged anchors as explicit Gaussians with SH colours of `config.sh_degree`."""
+    def baked_gaussians(self, fitted: bool = True) -> RenderGaussians:
+        """The merged anchors as explicit Gaussians with SH colours of `config.sh_degree`, fitted to
+        the model's renders unless `fitted` is False (the fit keeps the rows and their positions, so
+        the unfitted bake answers `means`, e.g. for the viewer's initial point cloud, without it)."""
         key = (self.step, self.merged is None, len(self.blocks))
         if self._bake_cache is None or self._bake_cache[0] != key:
             with torch.no_grad():
                 baked = bake_anchors_with_sh(
                     self.render_anchors(), self.decoder, self.train_views, self.config.sh_degree, self.config.export_bake
                 )
-            self._bake_cache = (key, self._fit_to_own_renders(baked))
-        return self._bake_cache[1]
+            self._bake_cache = (key, baked, None)
+        if not fitted:
+            return self._bake_cache[1]
+        if self._bake_cache[2] is None:
+            self._bake_cache = (key, self._bake_cache[1], self._fit_to_own_renders(self._bake_cache[1]))
+        return self._bake_cache[2]
 
     def _fit_to_own_renders(self, baked: RenderGaussians) -> RenderGaussians:
         steps = self.config.export_refine_steps
@@ -710,13 +717,11 @@ class MomentumGSModel(SplatBaseModel):
         )  # fmt: skip
         was_training = self.training
         self.eval()
-        background = self.background_color.to(self.device)
         with torch.no_grad():
             targets = [self.get_outputs(cameras[i : i + 1])["rgb"] for i in range(cameras.shape[0])]
 
         def render(gaussians: RenderGaussians, view: int) -> Tensor:
-            image, alpha, _ = self.rasterize_view(gaussians, cameras[view : view + 1])
-            return torch.clamp(image[0, ..., :3] + (1 - alpha[0]) * background, 0.0, 1.0)
+            return self.render_rgb(gaussians, cameras[view : view + 1])
 
         CONSOLE.log(f"export: fitting {baked.means.shape[0]} baked Gaussians to the model's renders ({steps} steps)")
         refined = refine_bake(baked, render, targets, steps)
@@ -732,7 +737,7 @@ class MomentumGSModel(SplatBaseModel):
 
     @property
     def means(self) -> Tensor:
-        return self.baked_gaussians().means
+        return self.baked_gaussians(fitted=False).means
 
     @property
     def scales(self) -> Tensor:

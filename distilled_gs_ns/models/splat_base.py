@@ -384,6 +384,13 @@ class SplatBaseModel(SplatfactoModel):
             **extra,
         )
 
+    def render_rgb(self, gaussians: RenderGaussians, camera: Cameras) -> Tensor:
+        """[H, W, 3] image of `gaussians` from `camera`, over the configured background, clamped to
+        [0, 1]: how an exported or baked splat looks next to the model's own `get_outputs`."""
+        render, alpha, _ = self.rasterize_view(gaussians, camera)
+        background = self.background_color.to(self.device)
+        return torch.clamp(render[0, ..., :3] + (1 - alpha[0]) * background, 0.0, 1.0)
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         if not isinstance(camera, Cameras):
             raise TypeError(f"{type(self).__name__}.get_outputs expects Cameras, got {type(camera).__name__}")
