@@ -450,7 +450,7 @@ def test_consistency_loss_values_and_gradients() -> None:
     ) == pytest.approx(2.5 + 0.25)
     torch.manual_seed(0)
     student = nn.Sequential(nn.Linear(35, 32), nn.ReLU(), nn.Linear(32, 11))
-    teacher = copy.deepcopy(student)
+    teacher = copy.deepcopy(student).requires_grad_(False)
     features = torch.randn(64, 35)
     assert float(consistency_loss(decoder_outputs(student, features), decoder_outputs(teacher, features))) == 0.0
     with torch.no_grad():
@@ -460,6 +460,33 @@ def test_consistency_loss_values_and_gradients() -> None:
     assert float(loss) == pytest.approx(0.04, rel=1e-4)
     loss.backward()
     assert student[0].weight.grad is not None and float(student[2].bias.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_consistency_gradient_reaches_the_features_through_the_frozen_teacher() -> None:
+    """Official recipe: both decoders read the same, non-detached features, so the loss's gradient
+    on the features is 2(s - t)(ds/dF - dt/dF) / n, not only the student side's 2(s - t) ds/dF / n."""
+    torch.manual_seed(1)
+    student = nn.Sequential(nn.Linear(35, 32), nn.ReLU(), nn.Linear(32, 11))
+    teacher = nn.Sequential(nn.Linear(35, 32), nn.ReLU(), nn.Linear(32, 11)).requires_grad_(False)
+    features = torch.randn(16, 35, requires_grad=True)
+
+    def feature_grad(detach_teacher: bool) -> Tensor:
+        features.grad = None
+        target = decoder_outputs(teacher, features.detach() if detach_teacher else features)
+        consistency_loss(decoder_outputs(student, features), target).backward()
+        return features.grad.clone()
+
+    through_both, student_side = feature_grad(False), feature_grad(True)
+    teacher_side = torch.autograd.functional.jacobian(lambda f: teacher(f).sum(0), features.detach())
+    assert not torch.allclose(through_both, student_side)
+    # The difference is exactly the teacher side's term, -2 (s - t) dt/dF / n per attribute.
+    s_out, t_out = student(features.detach()), teacher(features.detach())
+    sizes = {"color": 3, "rotation": 4, "scale": 3, "opacity": 1}
+    scale = torch.cat([torch.full((k,), 2.0 / (16 * k)) for k in sizes.values()])
+    residual = (s_out - t_out) * scale  # [16, 11]
+    expected = -torch.einsum("no,onf->nf", residual, teacher_side)
+    assert torch.allclose(through_both - student_side, expected, atol=1e-6)
     assert all(p.grad is None for p in teacher.parameters())
 
 

@@ -1,8 +1,9 @@
-"""One block's trainable content, its (de)serialisation, and splitting / merging blocks.
+"""One block's trainable content, its (de)serialisation, and merging blocks.
 
-A block owns anchors in its grid cell grown by a margin, so content on a border is trained from
-both sides; at the end each block is cropped to its own cell and the crops are concatenated, so
-every region of the merged model comes from exactly one block.
+A block trains more than its grid cell (all seeds, what its cameras see, or its cell grown by a
+margin, see `MomentumGSModelConfig.block_init`), so content of its views outside the cell is
+modelled rather than faked; at the end each block is cropped to its own cell and the crops are
+concatenated, so every region of the merged model comes from exactly one block.
 """
 
 from __future__ import annotations
@@ -10,13 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-import torch
-from torch import Tensor
-
 from distilled_gs_ns.blocks.partition import BlockPartition
 from distilled_gs_ns.models.anchors import Anchors
-
-ANCHOR_FIELDS = ("positions", "features", "offsets", "log_scaling")
 
 
 @dataclass
@@ -32,31 +28,15 @@ class BlockState:
     def to_dict(self) -> Dict[str, object]:
         """Plain tensors, numbers and dicts: loadable by torch's weights-only unpickler."""
         return {
-            **{name: getattr(self.anchors, name).detach().cpu() for name in ANCHOR_FIELDS},
+            **{name: tensor.detach().cpu() for name, tensor in self.anchors.tensors().items()},
             "optimizer_state": self.optimizer_state,
             "steps": self.steps,
         }
 
     @classmethod
     def from_dict(cls, data: Dict[str, object]) -> BlockState:
-        anchors = Anchors(**{name: data[name] for name in ANCHOR_FIELDS})  # type: ignore[arg-type]
+        anchors = Anchors(**{name: data[name] for name in Anchors.__dataclass_fields__})  # type: ignore[arg-type]
         return cls(anchors=anchors, optimizer_state=dict(data.get("optimizer_state", {})), steps=int(data["steps"]))
-
-
-def select_anchors(anchors: Anchors, mask: Tensor) -> Anchors:
-    return Anchors(**{name: getattr(anchors, name)[mask] for name in ANCHOR_FIELDS})
-
-
-def concat_anchors(parts: List[Anchors]) -> Anchors:
-    return Anchors(**{name: torch.cat([getattr(part, name) for part in parts]) for name in ANCHOR_FIELDS})
-
-
-def split_anchors(partition: BlockPartition, anchors: Anchors, margin: float) -> List[Anchors]:
-    """Each block's anchors: those inside its cell grown by `margin` cells (so borders overlap)."""
-    return [
-        select_anchors(anchors, partition.contains(anchors.positions, block, margin=margin))
-        for block in range(partition.num_blocks)
-    ]
 
 
 def merge_blocks(partition: BlockPartition, blocks: List[Anchors]) -> Anchors:
@@ -67,6 +47,4 @@ def merge_blocks(partition: BlockPartition, blocks: List[Anchors]) -> Anchors:
     """
     if len(blocks) != partition.num_blocks:
         raise ValueError(f"{len(blocks)} blocks for a partition of {partition.num_blocks}")
-    return concat_anchors(
-        [select_anchors(block, partition.assign(block.positions) == index) for index, block in enumerate(blocks)]
-    )
+    return Anchors.concat([block.select(partition.assign(block.positions) == index) for index, block in enumerate(blocks)])

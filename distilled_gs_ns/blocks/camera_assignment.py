@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from distilled_gs_ns.blocks.partition import BlockPartition
-from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
+from distilled_gs_ns.rendering.cameras import in_view_chunks, world_to_camera
 
 
 def _visible_counts(
@@ -24,11 +24,8 @@ def _visible_counts(
     viewmats = world_to_camera(camera_to_worlds.to(points.dtype))  # OpenCV axes: camera looks along +z
     Ks = Ks.to(points.dtype)
     counts = torch.zeros(camera_to_worlds.shape[0], num_blocks, dtype=points.dtype, device=points.device)
-    chunk = max(1, 2**22 // max(points.shape[0], 1))  # bounds the [chunk, N, 3] temporaries
-    for start in range(0, camera_to_worlds.shape[0], chunk):
-        stop = start + chunk
-        inside = points_in_view(viewmats[start:stop], Ks[start:stop], sizes[start:stop], points)
-        counts[start : start + chunk].index_add_(1, block_ids, inside.to(points.dtype))
+    for cameras, inside in in_view_chunks(viewmats, Ks, sizes, points):
+        counts[cameras].index_add_(1, block_ids, inside.to(points.dtype))
     return counts
 
 

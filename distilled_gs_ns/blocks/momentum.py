@@ -42,7 +42,9 @@ def consistency_loss(student: Dict[str, Tensor], teacher: Dict[str, Tensor]) -> 
     """Sum over attributes (e.g. color, rotation, scale, opacity) of MSE(student, teacher).
 
     Both dicts hold the two decoders' outputs for the same anchors and view directions. The teacher
-    side is detached: the teacher only moves through `ema_update_`.
+    only moves through `ema_update_` (its parameters are frozen), but its outputs are not detached:
+    where they carry a gradient (the official recipe), it reaches the anchor features through the
+    teacher too, so the teacher's view of every block shapes this block's features.
     """
     if not student or set(student) != set(teacher):
         raise ValueError(
@@ -52,5 +54,5 @@ def consistency_loss(student: Dict[str, Tensor], teacher: Dict[str, Tensor]) -> 
     for key in sorted(student):
         if student[key].shape != teacher[key].shape:
             raise ValueError(f"{key!r}: student {tuple(student[key].shape)} vs teacher {tuple(teacher[key].shape)}")
-        losses.append(F.mse_loss(student[key], teacher[key].detach()))
+        losses.append(F.mse_loss(student[key], teacher[key]))
     return torch.stack(losses).sum()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
+from distilled_gs_ns.rendering.cameras import in_view_chunks, world_to_camera
 
 MIN_MEAN_NORM = 0.2
 """Below this length the mean unit direction has no dominant side and the nearest camera is used."""
@@ -32,16 +32,20 @@ def export_view_directions(positions: Tensor, camera_to_worlds: Tensor, Ks: Tens
     Ks = Ks.to(device=device, dtype=positions.dtype)
     viewmats = world_to_camera(c2w)
     centres = c2w[:, :3, 3]
-    result = torch.empty_like(positions)
-    chunk = max(1, 2**22 // max(c2w.shape[0], 1))
-    for start in range(0, positions.shape[0], chunk):
-        points = positions[start : start + chunk]
-        seen = points_in_view(viewmats, Ks, sizes, points)
-        towards = points[None] - centres[:, None]  # [C, n, 3]
-        units = F.normalize(towards, dim=-1)
-        mean = (units * seen[..., None]).sum(0) / seen.sum(0).clamp(min=1)[:, None]
-        nearest = towards.norm(dim=-1).argmin(dim=0)
-        fallback = units[nearest, torch.arange(points.shape[0], device=device)]
-        use_mean = mean.norm(dim=-1) >= MIN_MEAN_NORM
-        result[start : start + chunk] = torch.where(use_mean[:, None], F.normalize(mean, dim=-1), fallback)
-    return result
+    direction_sum = torch.zeros_like(positions)
+    seen_count = positions.new_zeros(positions.shape[0])
+    nearest_distance = positions.new_full((positions.shape[0],), float("inf"))
+    nearest_unit = positions.new_zeros(positions.shape)
+    points = torch.arange(positions.shape[0], device=device)
+    for cameras, seen in in_view_chunks(viewmats, Ks, sizes, positions):
+        towards = positions[None] - centres[cameras, None]  # [c, N, 3]
+        distance, units = towards.norm(dim=-1), F.normalize(towards, dim=-1)
+        direction_sum += (units * seen[..., None]).sum(0)
+        seen_count += seen.sum(0)
+        closest = distance.min(dim=0)
+        closer = closest.values < nearest_distance
+        nearest_distance = torch.where(closer, closest.values, nearest_distance)
+        nearest_unit = torch.where(closer[:, None], units[closest.indices, points], nearest_unit)
+    mean = direction_sum / seen_count.clamp(min=1)[:, None]
+    use_mean = mean.norm(dim=-1) >= MIN_MEAN_NORM
+    return torch.where(use_mean[:, None], F.normalize(mean, dim=-1), nearest_unit)

@@ -8,6 +8,7 @@ Pruning: an anchor whose Gaussians contribute little opacity over many views is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -62,17 +63,26 @@ class AnchorStatistics:
 
 @torch.no_grad()
 def grown_anchors(
-    anchors: Anchors, stats: AnchorStatistics, voxel_size: float, gradient_threshold: float, min_count: float
+    anchors: Anchors,
+    stats: AnchorStatistics,
+    voxel_size: float,
+    gradient_threshold: float,
+    min_count: float,
+    limit: Optional[int] = None,
 ) -> Anchors:
     """New anchors (possibly none) at the voxels of offsets whose mean gradient >= the threshold.
 
     Only offsets rasterised at least `min_count` times qualify. A new anchor takes the feature of
     the first qualifying offset's anchor in its voxel, zero offsets and a one-voxel log scaling, as
-    Scaffold-GS initialises grown anchors.
+    Scaffold-GS initialises grown anchors. With a `limit` (a memory cap), at most that many are
+    grown: offsets are taken in order of their gradient, largest first.
     """
     mean = stats.gradient_sum / stats.gradient_count.clamp(min=1)
     candidate = (stats.gradient_count >= min_count) & (mean >= gradient_threshold)
     anchor_ids, offset_ids = candidate.nonzero(as_tuple=True)
+    if limit is not None:
+        order = torch.sort(mean[anchor_ids, offset_ids], descending=True, stable=True).indices
+        anchor_ids, offset_ids = anchor_ids[order], offset_ids[order]
     empty = Anchors(
         positions=anchors.positions[:0],
         features=anchors.features[:0].detach(),
@@ -92,6 +102,8 @@ def grown_anchors(
     first.scatter_reduce_(0, inverse, torch.arange(everything.shape[0], device=cells.device), reduce="amin")
     own_index = torch.arange(existing.shape[0], everything.shape[0], device=cells.device)
     keep = first[inverse[existing.shape[0] :]] == own_index  # first occurrence and no existing anchor there
+    if limit is not None:
+        keep &= torch.cumsum(keep, dim=0) <= limit
     if not bool(keep.any()):
         return empty
     count = int(keep.sum())

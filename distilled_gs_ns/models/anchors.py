@@ -10,8 +10,8 @@ growing) and opacities (anchor pruning) can be accumulated per anchor and offset
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass, fields
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,23 @@ class Anchors:
     @property
     def num_anchors(self) -> int:
         return self.positions.shape[0]
+
+    def tensors(self) -> Dict[str, Tensor]:
+        """Field name -> tensor: the one place that lists an anchor's fields (checkpoints use it)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def map(self, function: Callable[[Tensor], Tensor]) -> Anchors:
+        """The same anchors with `function` applied to every field (e.g. detach, move, index)."""
+        return Anchors(**{name: function(tensor) for name, tensor in self.tensors().items()})
+
+    def select(self, rows: Tensor) -> Anchors:
+        """The anchors at `rows` (a bool mask or indices)."""
+        return self.map(lambda tensor: tensor[rows])
+
+    @staticmethod
+    def concat(parts: List[Anchors]) -> Anchors:
+        names = parts[0].tensors()
+        return Anchors(**{name: torch.cat([getattr(part, name) for part in parts]) for name in names})
 
     @property
     def num_offsets(self) -> int:

@@ -32,7 +32,7 @@ from rich.table import Table
 from torch import Tensor
 from torch.nn import Parameter
 
-from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks, select_anchors, split_anchors
+from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks
 from distilled_gs_ns.blocks.camera_assignment import assign_cameras
 from distilled_gs_ns.blocks.ground_plane import detect_up_axis
 from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
@@ -48,12 +48,13 @@ from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, assemble_gaussian
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig, planned_steps
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
-from distilled_gs_ns.rendering.cameras import image_sizes, points_in_view, world_to_camera
+from distilled_gs_ns.rendering.cameras import image_sizes, in_view_chunks, world_to_camera
 
 ANCHOR_GROUPS = {"anchor_features": "features", "anchor_offsets": "offsets", "anchor_scaling": "log_scaling"}
 """Optimiser group -> the trained anchor tensor it holds (positions stay fixed, as in Scaffold-GS)."""
 DECODER_GROUPS = ("opacity_mlp", "covariance_mlp", "color_mlp")
 SUMMARY_FILE = "blocks.json"
+BlockInit = Literal["all-seeds", "seen", "cell"]
 SH_C0 = 0.28209479177387814
 
 
@@ -88,12 +89,19 @@ class MomentumGSModelConfig(SplatBaseModelConfig):
     """Blocks on the ground plane (rows, cols); independent of the number of devices."""
     block_split: Literal["uniform", "quantile"] = "quantile"
     """'quantile' balances anchors per row/column, 'uniform' makes equal cells."""
+    block_init: BlockInit = "all-seeds"
+    """Which anchors a block starts from; every block is cropped to its own cell at the merge.
+    'all-seeds' (the official code): the whole seed cloud, so content of other blocks in its views
+    is modelled, not faked by its own anchors; the most memory per block. 'seen': its cell grown by
+    `block_margin` plus every anchor its cameras see (VastGaussian's coverage selection). 'cell':
+    only its cell grown by `block_margin`; the least memory, but its views' other content must be
+    faked. Under `max_active_anchors` a block starts from at most that many of what its cameras see."""
     block_margin: float = 0.1
-    """A block also trains the anchors within this many cells of its border (cropped at the merge)."""
-    block_coverage: bool = False
-    """A block also trains every anchor its cameras see (VastGaussian's coverage-based selection),
-    so content of other blocks in its views is modelled instead of being faked by its own anchors;
-    cropped at the merge. Costs device memory: a block holds what its cameras see."""
+    """'seen' and 'cell' blocks also train the anchors within this many cells of their border."""
+    max_active_anchors: int = 0
+    """Per-process cap on the active block's anchors, as a device's memory imposes one (0: none). A
+    block starts from at most this many (its cell first, then what most of its cameras see) and its
+    growth stops at the cap."""
     camera_position_margin: float = 0.1
     """A camera belongs to a block if its centre is within the block grown by this many cells..."""
     camera_visibility_threshold: float = 0.2
@@ -106,6 +114,10 @@ class MomentumGSModelConfig(SplatBaseModelConfig):
     """teacher <- momentum * teacher + (1 - momentum) * decoder, every step."""
     consistency_weight: float = 50.0
     """lambda_c: weight of the sum of MSEs between decoder and teacher outputs."""
+    consistency_feature_grad: bool = True
+    """The consistency loss also reaches the anchor features through the frozen teacher decoder, as
+    in the official code: the teacher's global knowledge shapes each block's features (off: the
+    teacher reads detached features and only the decoder is pulled towards it)."""
     block_weighting: bool = True
     """Weight each block's loss by w = 2 - exp(-[dPSNR^2 + 100 dSSIM^2] / (2 sigma^2)) (off: ablation)."""
     weighting_sigma: float = 10.0
@@ -138,6 +150,7 @@ class MomentumGSModelConfig(SplatBaseModelConfig):
             "consistency_weight": self.consistency_weight >= 0,
             "volume_weight": self.volume_weight >= 0,
             "block_margin": self.block_margin >= 0,
+            "max_active_anchors": self.max_active_anchors >= 0,
             "camera_position_margin": self.camera_position_margin >= 0,
             "camera_visibility_threshold": 0.0 < self.camera_visibility_threshold <= 1.0,
             "grow_from": 0.0 <= self.grow_from <= self.grow_until <= 1.0,
@@ -163,16 +176,23 @@ class TrainingView:
     gaussians: RenderGaussians
 
 
-def seen_by_any(anchors: Anchors, camera_to_worlds: Tensor, Ks: Tensor, sizes: Tensor) -> Tensor:
-    """[N] bool: anchors in front of and inside the image of at least one of the cameras (sizes: [C, 2])."""
-    viewmats = world_to_camera(camera_to_worlds)
-    seen = torch.zeros(anchors.num_anchors, dtype=torch.bool, device=anchors.positions.device)
-    chunk = max(1, 2**22 // max(anchors.num_anchors, 1))  # bounds the [chunk, N, 3] temporaries
-    for start in range(0, viewmats.shape[0], chunk):
-        stop = start + chunk
-        in_view = points_in_view(viewmats[start:stop], Ks[start:stop], sizes[start:stop], anchors.positions)
-        seen |= in_view.any(dim=0)
-    return seen
+def view_counts(points: Tensor, camera_to_worlds: Tensor, Ks: Tensor, sizes: Tensor) -> Tensor:
+    """[N] how many of the cameras see each point (in front of it and inside its image)."""
+    counts = torch.zeros(points.shape[0], dtype=torch.long, device=points.device)
+    for _, inside in in_view_chunks(world_to_camera(camera_to_worlds), Ks, sizes, points):
+        counts += inside.sum(dim=0)
+    return counts
+
+
+def capped(selected: Tensor, in_cell: Tensor, views: Tensor, cap: int) -> Tensor:
+    """Sorted indices of at most `cap` of the `selected` anchors: the cell's first, then those seen
+    by the most of the block's cameras (`views`: [N] counts)."""
+    candidates = selected.nonzero().squeeze(1)
+    if candidates.numel() <= cap:
+        return candidates
+    score = in_cell.double() * (1 << 30) + views.double()
+    order = torch.sort(score[candidates], descending=True, stable=True).indices
+    return candidates[order[:cap]].sort().values
 
 
 def decoder_checksum(*modules: torch.nn.Module) -> str:
@@ -260,7 +280,7 @@ class MomentumGSModel(SplatBaseModel):
             visibility_threshold=self.config.camera_visibility_threshold,
         )
         parts = self._block_anchors(anchors)
-        empty = [index for index, part in enumerate(parts) if part.num_anchors == 0]
+        empty = (torch.bincount(block_ids, minlength=len(parts)) == 0).nonzero().flatten().tolist()
         if empty:
             raise UserInputError(
                 f"blocks {empty} of the {self.config.block_grid} grid hold no anchors: use fewer blocks "
@@ -273,19 +293,22 @@ class MomentumGSModel(SplatBaseModel):
         self._log_partition()
 
     def _block_anchors(self, anchors: Anchors) -> List[Anchors]:
-        """Each block's training anchors: its cell grown by the margin (and what its cameras see)."""
+        """Each block's training anchors (`block_init`), at most `max_active_anchors` of them."""
         assert self.partition is not None
-        if not self.config.block_coverage:
-            return split_anchors(self.partition, anchors, self.config.block_margin)
         c2w, Ks, sizes = (self.train_views[key] for key in ("camera_to_worlds", "Ks", "sizes"))
-        return [
-            select_anchors(
-                anchors,
-                self.partition.contains(anchors.positions, block, margin=self.config.block_margin)
-                | seen_by_any(anchors, c2w[cams], Ks[cams], sizes[cams]),
-            )
-            for block, cams in enumerate(self.block_cameras)
-        ]
+        cap, mode = self.config.max_active_anchors, self.config.block_init
+        parts = []
+        for block, cams in enumerate(self.block_cameras):
+            in_cell = self.partition.contains(anchors.positions, block, margin=self.config.block_margin)
+            views = view_counts(anchors.positions, c2w[cams], Ks[cams], sizes[cams]) if cap or mode == "seen" else None
+            if mode == "cell":
+                selected = in_cell
+            elif mode == "all-seeds" and not cap:
+                selected = torch.ones_like(in_cell)
+            else:
+                selected = in_cell | (views > 0)  # type: ignore[operator]
+            parts.append(anchors.select(selected if not cap else capped(selected, in_cell, views, cap)))
+        return parts
 
     def configure_processes(self, rank: int, world_size: int) -> None:
         """Blocks b with b % world_size == rank are this process's share."""
@@ -389,6 +412,12 @@ class MomentumGSModel(SplatBaseModel):
             count += 3 * param.numel()  # value, exp_avg, exp_avg_sq
         return 4 * count
 
+    def decoder_state_bytes(self) -> int:
+        """Bytes of the shared decoder on the device: its parameters, their Adam moments, the teacher."""
+        decoder = sum(param.numel() for param in self.decoder.parameters())
+        teacher = sum(param.numel() for param in self.teacher_decoder.parameters())
+        return 4 * (3 * decoder + teacher)
+
     # ------------------------------------------------------------------ the merged model
 
     def all_block_anchors(self) -> List[Anchors]:
@@ -396,7 +425,7 @@ class MomentumGSModel(SplatBaseModel):
         result = []
         for index, block in enumerate(self.blocks):
             if index == self.active_block:
-                result.append(Anchors(**{k: v.detach() for k, v in vars(self.active_anchors()).items()}))
+                result.append(self.active_anchors().map(Tensor.detach))
             else:
                 result.append(block.anchors)
         return result
@@ -412,7 +441,7 @@ class MomentumGSModel(SplatBaseModel):
                 anchors = merge_blocks(self.partition, self.all_block_anchors())
             else:
                 raise RuntimeError("momentum-gs model has no anchors: it was neither set up for training nor loaded")
-            anchors = Anchors(**{k: v.to(self.device) for k, v in vars(anchors).items()})
+            anchors = anchors.map(lambda tensor: tensor.to(self.device))
             self._render_cache = (key, anchors)
         return self._render_cache[1]
 
@@ -492,7 +521,7 @@ class MomentumGSModel(SplatBaseModel):
     def get_extra_state(self) -> Dict:
         if self.merged is None:
             self._stash_active()
-        merged = None if self.merged is None else {k: v.detach().cpu() for k, v in vars(self.merged).items()}
+        merged = None if self.merged is None else self.merged.map(lambda tensor: tensor.detach().cpu()).tensors()
         return {
             "voxel_size": self.voxel_size,
             "partition": None if self.partition is None else self.partition.to_dict(),
@@ -551,11 +580,13 @@ class MomentumGSModel(SplatBaseModel):
             self._deactivate()
             self._activate(target)
         self._install_active()
-        if self.config.block_weighting and process_group.is_distributed():
+        if self.config.block_weighting and process_group.is_distributed() and step % self.config.steps_per_block == 0:
             self._share_block_metrics()
 
     def _share_block_metrics(self) -> None:
-        """Each process measures its own blocks; the weights compare all of them."""
+        """Each process measures its own blocks; the weights compare all of them. Exchanged when the
+        blocks switch (the same steps on every rank): a block's smoothed metrics move slowly, and
+        the official code re-measures them only every 1000 steps."""
         metrics = self.block_metrics
         owned = torch.zeros(len(self.blocks), dtype=torch.bool)
         owned[self.owned_blocks] = True
@@ -603,10 +634,12 @@ class MomentumGSModel(SplatBaseModel):
         assert self.stats is not None and self.nerf_optimizers is not None
         anchors = self.active_anchors()
         min_count = self.config.min_visit_fraction * self.config.refine_every
-        new = grown_anchors(anchors, self.stats, self.voxel_size, self.config.grow_grad_threshold, min_count)
         keep = ~pruned_mask(self.stats, self.config.prune_opacity, min_count)
         if not bool(keep.any()):
             keep[self.stats.opacity_sum.argmax()] = True
+        cap = self.config.max_active_anchors
+        room = max(0, cap - int(keep.sum())) if cap else None
+        new = grown_anchors(anchors, self.stats, self.voxel_size, self.config.grow_grad_threshold, min_count, room)
         for group, name in ANCHOR_GROUPS.items():
             optimizer = self.nerf_optimizers.optimizers[group]
             param = keep_rows(optimizer, self.active_params[group], keep)
@@ -647,8 +680,11 @@ class MomentumGSModel(SplatBaseModel):
         if self.training:
             teacher = None
             if self.config.momentum_teacher and self.config.consistency_weight > 0:
-                with torch.no_grad():
-                    teacher = self.teacher_decoder(anchors.features[ids].detach(), view_dirs)
+                if self.config.consistency_feature_grad:  # frozen teacher; the features get its gradient
+                    teacher = self.teacher_decoder(anchors.features[ids], view_dirs)
+                else:
+                    with torch.no_grad():
+                        teacher = self.teacher_decoder(anchors.features[ids], view_dirs)
             self.training_view = TrainingView(ids=ids, decoded=decoded, teacher=teacher, spawn=spawn, gaussians=gaussians)
         return gaussians
 
@@ -685,6 +721,7 @@ class MomentumGSModel(SplatBaseModel):
             metrics_dict["block_weight"] = weight
             metrics_dict["active_block"] = float(self.active_block)
             metrics_dict["device_anchor_state_mb"] = self.active_state_bytes() / 2**20
+            metrics_dict["device_decoder_state_mb"] = self.decoder_state_bytes() / 2**20
         return {name: weight * value for name, value in loss_dict.items()}
 
     # ------------------------------------------------------------------ export (ns-export gaussian-splat)

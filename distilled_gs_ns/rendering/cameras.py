@@ -3,8 +3,13 @@ modules (block partitions, scene generators) can use them."""
 
 from __future__ import annotations
 
+from typing import Iterator, Tuple
+
 import torch
 from torch import Tensor
+
+CHUNK_ELEMENTS = 2**22
+"""Cameras x points handled at once by `in_view_chunks`: bounds its [c, N, 3] temporaries."""
 
 
 def world_to_camera(camera_to_world: Tensor) -> Tensor:
@@ -31,6 +36,17 @@ def points_in_view(viewmats: Tensor, Ks: Tensor, sizes: Tensor, points: Tensor) 
     pix = torch.einsum("cij,cnj->cni", Ks, cam / depth.clamp(min=1e-9)[..., None])[..., :2]
     limits = sizes.to(device=pix.device, dtype=pix.dtype)[:, None, :]
     return (depth > 0) & (pix >= 0).all(dim=-1) & (pix < limits).all(dim=-1)
+
+
+def in_view_chunks(
+    viewmats: Tensor, Ks: Tensor, sizes: Tensor, points: Tensor
+) -> Iterator[Tuple[slice, Tensor]]:
+    """`points_in_view` over many cameras a few at a time: yields (the cameras' slice, [c, N] bool),
+    so that callers reduce each chunk (counts, any, sums) without holding [C, N, 3] at once."""
+    chunk = max(1, CHUNK_ELEMENTS // max(points.shape[0], 1))
+    for start in range(0, viewmats.shape[0], chunk):
+        cameras = slice(start, start + chunk)
+        yield cameras, points_in_view(viewmats[cameras], Ks[cameras], sizes[cameras], points)
 
 
 def image_sizes(cameras) -> Tensor:
