@@ -1,5 +1,6 @@
 """momentum-gs end to end through the real ns-train, ns-export and ns-eval on the demo scene (CPU):
-4 blocks in one process, and 4 blocks on 2 gloo processes started by nerfstudio's launcher."""
+4 blocks in one process, and 8 blocks (more blocks than processes) under an anchor cap on 2 gloo
+processes started by nerfstudio's launcher."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.cli
 METHOD = "momentum-gs"
 STEPS = 200
 STEPS_PER_BLOCK = 25
+TWO_PROCESS_FLAGS = ["--pipeline.model.block-grid", "2", "4", "--pipeline.model.max-active-anchors", "300"]
+"""8 blocks over 2 processes, each block at most 300 anchors (the demo's seeds make ~600)."""
 
 
 def train_momentum(runs_dir: Path, name: str, steps: int = STEPS, extra: List[str] = ()) -> TrainedRun:
@@ -50,7 +53,7 @@ def one_process(runs_dir: Path) -> TrainedRun:
 
 @pytest.fixture(scope="module")
 def two_processes(runs_dir: Path) -> TrainedRun:
-    return train_momentum(runs_dir, "momentum-2proc", steps=STEPS // 2, extra=["--machine.num-devices", "2"])
+    return train_momentum(runs_dir, "momentum-2proc", steps=STEPS // 2, extra=["--machine.num-devices", "2", *TWO_PROCESS_FLAGS])
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def test_two_machines_simulated_on_one_train_what_two_processes_train(two_proces
         log = runs_dir / f"machine{rank}.log"
         with open(log, "w") as sink:
             args = ["ns-train", METHOD, "--data", str(DEMO_SCENE), "--output-dir", str(runs_dir), "--experiment-name",
-                    f"momentum-machine{rank}", "--timestamp", "run", *flags, *machine_args(rank, port)]  # fmt: skip
+                    f"momentum-machine{rank}", "--timestamp", "run", *flags, *TWO_PROCESS_FLAGS, *machine_args(rank, port)]  # fmt: skip
             procs.append((subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=sink, stderr=subprocess.STDOUT, env=cli_env()), log))
     for proc, log in procs:
         assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
@@ -92,10 +95,13 @@ def test_two_machines_simulated_on_one_train_what_two_processes_train(two_proces
 
 def test_two_gloo_processes_share_one_decoder(two_processes: TrainedRun) -> None:
     info = summary(two_processes)
-    assert info["processes"] == 2
-    assert [block["process"] for block in info["blocks"]] == [0, 1, 0, 1]
-    # 100 steps per process, 2 blocks each: every block gets the same 50 steps.
-    assert info["steps_per_block_trained"] == [STEPS // 4] * 4
+    assert info["processes"] == 2 and info["grid"] == [2, 4]
+    assert [block["process"] for block in info["blocks"]] == [0, 1] * 4
+    # 100 steps per process, 4 blocks each: every block gets the same 25 steps.
+    assert info["steps_per_block_trained"] == [STEPS // 8] * 8
+    # Every block starts from at most the cap's 300 anchors and never grows past it.
+    assert max(block["anchors"] for block in info["blocks"]) == 300
+    assert max(info["merged_anchors_per_block"]) <= 300
     checksums = info["decoder_checksum_per_process"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
 

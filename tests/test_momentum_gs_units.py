@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 import distilled_gs_ns  # noqa: F401  (installs the spawn shim, as nerfstudio's plugin discovery does)
-from distilled_gs_ns.blocks.block_state import BlockState, concat_anchors, merge_blocks, split_anchors
+from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks
 from distilled_gs_ns.blocks.partition import BlockPartition
 from distilled_gs_ns.compat import cpu_processes
 from distilled_gs_ns.configs.momentum_gs import momentum_gs_optimizers
@@ -30,9 +30,17 @@ from distilled_gs_ns.models.anchor_export import export_view_directions
 from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anchors, pruned_mask
 from distilled_gs_ns.models.anchors import Anchors, spawn_gaussians, visible
 from distilled_gs_ns.models.initialisation import seed_box
-from distilled_gs_ns.models.momentum_gs import ANCHOR_GROUPS, MomentumGSModel, MomentumGSModelConfig, seen_by_any
+from distilled_gs_ns.models.momentum_gs import (
+    ANCHOR_GROUPS,
+    MomentumGSModel,
+    MomentumGSModelConfig,
+    capped,
+    view_counts,
+)
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
-from distilled_gs_ns.rendering.cameras import image_sizes, world_to_camera
+from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.metrics.saved_tensors import SavedTensorBytes
+from distilled_gs_ns.rendering.cameras import image_sizes, points_in_view, world_to_camera
 from tests.toy_models import SIZE, look_at, ring_cameras, square_cameras
 
 Z = torch.tensor([0.0, 0.0, 1.0])
@@ -160,6 +168,11 @@ def ids_of(anchors: Anchors) -> List[int]:
     return anchors.features[:, 0].long().tolist()
 
 
+def split_anchors(partition: BlockPartition, anchors: Anchors, margin: float) -> List[Anchors]:
+    """The 'cell' block selection: each block's cell grown by `margin` cells."""
+    return [anchors.select(partition.contains(anchors.positions, b, margin=margin)) for b in range(partition.num_blocks)]
+
+
 def test_split_without_margin_puts_every_anchor_in_exactly_one_block() -> None:
     anchors = numbered_anchors()
     partition = grid_2x2(anchors)
@@ -212,7 +225,7 @@ def test_merge_after_split_keeps_every_anchor_once_and_drops_what_grew_outside()
         log_scaling=torch.zeros(2, 6),
     )
     assert partition.assign(grown.positions).tolist() == [0, 3]
-    blocks[0] = concat_anchors([blocks[0], grown])
+    blocks[0] = Anchors.concat([blocks[0], grown])
     merged = merge_blocks(partition, blocks)
     assert sorted(ids_of(merged)) == list(range(n + 1))  # n kept, n + 1 dropped
     with pytest.raises(ValueError):
@@ -276,6 +289,11 @@ def test_grown_anchors_follow_thresholds_and_never_duplicate_a_voxel() -> None:
     assert torch.allclose(new.positions, cells.float() * s)
     assert torch.equal(new.offsets, torch.zeros(2, k, 3))
     assert torch.allclose(new.log_scaling, torch.full((2, 6), math.log(s)))
+    # Under a cap the largest gradients grow first: (2,-1,0) has mean 1.0 at A1 offset 2 once raised.
+    stats.gradient_sum[1, 2] = 2.0 * stats.gradient_count[1, 2]
+    limited = grown_anchors(anchors, stats, s, gradient_threshold=0.5, min_count=4, limit=1)
+    assert torch.floor(limited.positions / s + 0.5).long().tolist() == [[2, -1, 0]]
+    assert grown_anchors(anchors, stats, s, gradient_threshold=0.5, min_count=4, limit=0).num_anchors == 0
 
     stats.gradient_sum.mul_(0.1)  # every mean below the threshold now
     none = grown_anchors(anchors, stats, s, gradient_threshold=0.5, min_count=4)
@@ -394,14 +412,23 @@ def _averaged_adam_worker(rank: int, tmp_dir: str) -> None:
     """Spawned: one rank of a 2-process gloo group training with AveragedAdam."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp_dir}/rendezvous", rank=rank, world_size=2)
+    reduce, calls = dist.all_reduce, []
+
+    def counted_all_reduce(*args, **kwargs):
+        calls.append(1)
+        return reduce(*args, **kwargs)
+
+    dist.all_reduce = counted_all_reduce
     try:
         params = initial_params()
-        optimizer = AveragedAdam(params, lr=0.05)
+        optimizers = [AveragedAdam([param], lr=0.05) for param in params]  # as the decoder's MLPs
         for step in range(ADAM_STEPS):
             for param, grad in zip(params, rank_gradients(rank, step)):
                 param.grad = grad
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
         torch.save([p.detach().clone() for p in params], f"{tmp_dir}/rank{rank}.pt")
+        torch.save(len(calls), f"{tmp_dir}/calls{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -431,7 +458,7 @@ def test_averaged_adam_is_adam_in_one_process() -> None:
     assert isinstance(built, AveragedAdam) and built.defaults["eps"] == 1e-15
 
 
-def test_averaged_adam_over_two_gloo_processes_steps_on_the_mean_gradient(tmp_path: Path) -> None:
+def test_averaged_adams_over_two_gloo_processes_step_on_the_mean_gradient_with_one_all_reduce(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_averaged_adam_worker, args=(str(tmp_path),), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
@@ -444,6 +471,8 @@ def test_averaged_adam_over_two_gloo_processes_steps_on_the_mean_gradient(tmp_pa
         assert torch.equal(p0, p1)  # one shared decoder
         assert torch.allclose(p0, want, rtol=0, atol=1e-7)
         assert not torch.allclose(p0, own)  # really averaged, not rank 0's own gradient
+    # Two optimisers, one collective per step between them.
+    assert [torch.load(tmp_path / f"calls{rank}.pt") for rank in (0, 1)] == [ADAM_STEPS, ADAM_STEPS]
 
 
 # ---------------------------------------------------------------- CPU process-group shim
@@ -576,7 +605,7 @@ def test_render_decodes_visible_anchors_and_backward_reaches_block_and_decoder()
     view = model.training_view
     assert torch.equal(view.ids, mask.nonzero().squeeze(1))
     assert bool(mask[view.spawn.anchor_ids].all()) and gaussians.means.shape[0] == view.spawn.anchor_ids.shape[0]
-    detached = Anchors(**{k: v.detach() for k, v in vars(anchors).items()})
+    detached = anchors.map(Tensor.detach)
     expected, _ = spawn_gaussians(detached, model.decoder, pose[:, 3], mask)
     assert 0 < expected.means.shape[0] <= int(mask.sum()) * model.config.num_offsets
     for name in ("means", "quats", "scales", "opacities", "colors"):
@@ -683,19 +712,81 @@ def test_merge_keeps_each_anchor_once_from_its_own_block() -> None:
     assert model.num_points == anchors.num_anchors
 
 
-def test_coverage_blocks_also_train_what_their_cameras_see_and_merge_once() -> None:
-    plain, covered = momentum_model(), momentum_model(block_coverage=True)
-    anchors = Anchors.from_points(covered.seed_positions, covered.voxel_size, 8, 4)
-    c2w, Ks = covered.train_views["camera_to_worlds"], covered.train_views["Ks"]
-    for block, cams in enumerate(covered.block_cameras):
-        own = plain.blocks[block].anchors.num_anchors if block else plain.active_anchors().num_anchors
-        seen = seen_by_any(anchors, c2w[cams], Ks[cams], covered.train_views["sizes"][cams])
-        extra = seen & ~covered.partition.contains(anchors.positions, block, margin=covered.config.block_margin)
-        count = covered.blocks[block].anchors.num_anchors
-        assert bool(extra.any()) and count == own + int(extra.sum())  # others' content in view is trained too
-    covered.run_dir = None
-    covered.merge()
-    assert torch.equal(sorted_rows(covered.merged.positions), sorted_rows(anchors.positions))
+def test_block_init_modes_select_all_seeds_what_cameras_see_or_the_cell_and_merge_once() -> None:
+    cell, seen, every = (momentum_model(block_init=mode) for mode in ("cell", "seen", "all-seeds"))
+    anchors = Anchors.from_points(seen.seed_positions, seen.voxel_size, 8, 4)
+    c2w, Ks, sizes = (seen.train_views[key] for key in ("camera_to_worlds", "Ks", "sizes"))
+    for block, cams in enumerate(seen.block_cameras):
+        in_cell = seen.partition.contains(anchors.positions, block, margin=seen.config.block_margin)
+        views = view_counts(anchors.positions, c2w[cams], Ks[cams], sizes[cams])
+        counts = [model.blocks[block].anchors.num_anchors for model in (cell, seen, every)]
+        assert counts == [int(in_cell.sum()), int((in_cell | (views > 0)).sum()), anchors.num_anchors]
+        assert int(in_cell.sum()) < int((in_cell | (views > 0)).sum())  # others' content in view is trained too
+    for model in (cell, seen, every):
+        model.run_dir = None
+        model.merge()
+        assert torch.equal(sorted_rows(model.merged.positions), sorted_rows(anchors.positions))
+
+
+def test_view_counts_count_the_cameras_that_see_each_point() -> None:
+    cams = ring_cameras()
+    c2w, Ks = cams.camera_to_worlds, cams.get_intrinsics_matrices()
+    sizes = image_sizes(cams)
+    points = torch.randn(200, 3) * 0.8
+    expected = torch.stack(
+        [points_in_view(world_to_camera(c2w[i : i + 1]), Ks[i : i + 1], sizes[i : i + 1], points)[0] for i in range(8)]
+    ).sum(0)
+    assert torch.equal(view_counts(points, c2w, Ks, sizes), expected)
+    assert expected.unique().numel() > 2  # a mix of counts
+
+
+def test_capped_keeps_the_cell_first_then_the_most_seen() -> None:
+    selected = torch.tensor([True, True, True, True, False, True])
+    in_cell = torch.tensor([False, True, False, True, False, False])
+    views = torch.tensor([5, 0, 9, 1, 99, 2])
+    assert capped(selected, in_cell, views, 10).tolist() == [0, 1, 2, 3, 5]
+    assert capped(selected, in_cell, views, 3).tolist() == [1, 2, 3]
+    assert capped(selected, in_cell, views, 1).tolist() == [3]  # within the cell, the more seen
+
+
+def spread_offsets(model: MomentumGSModel) -> None:
+    """Offsets reaching a few voxels out, so that growth has empty voxels to fill."""
+    with torch.no_grad():
+        offsets = model.active_params["anchor_offsets"]
+        offsets.copy_(torch.rand(offsets.shape, generator=torch.Generator().manual_seed(3)) * 6 - 3)
+
+
+def test_max_active_anchors_caps_every_block_and_its_growth() -> None:
+    free = momentum_model()
+    cap = free.blocks[0].anchors.num_anchors // 3
+    model = momentum_model(max_active_anchors=cap, refine_every=1, min_visit_fraction=0.0, grow_grad_threshold=0.0)
+    assert all(block.anchors.num_anchors == cap for block in model.blocks)
+    optimizers = model_optimizers(model)
+    spread_offsets(model)
+    model.stats.gradient_sum.fill_(1.0)  # every offset qualifies for growth
+    model.stats.gradient_count.fill_(1.0)
+    model.stats.visits.fill_(1.0)
+    model.stats.opacity_sum.fill_(1.0)  # and no anchor is pruned
+    model.nerf_optimizers = optimizers
+    model._refine()
+    assert model.active_positions.shape[0] == cap  # full: nothing grows
+    with torch.no_grad():
+        model.stats.opacity_sum[:5] = 0.0  # five anchors pruned make room for five new ones
+    model._refine()
+    assert model.active_positions.shape[0] == cap
+    uncapped = momentum_model(refine_every=1, min_visit_fraction=0.0, grow_grad_threshold=0.0)
+    for name in ("gradient_sum", "gradient_count", "visits", "opacity_sum"):
+        getattr(uncapped.stats, name).fill_(1.0)
+    uncapped.nerf_optimizers = model_optimizers(uncapped)
+    spread_offsets(uncapped)
+    before = uncapped.active_positions.shape[0]
+    uncapped._refine()
+    assert uncapped.active_positions.shape[0] > before  # the same statistics grow anchors without a cap
+
+
+def test_invalid_block_settings_are_refused_in_one_line() -> None:
+    with pytest.raises(UserInputError, match="max_active_anchors=-1"):
+        MomentumGSModelConfig(max_active_anchors=-1)
 
 
 def test_export_properties_have_consistent_shapes() -> None:
@@ -742,3 +833,20 @@ def test_step_post_backward_merges_at_the_last_step() -> None:
     assert model.merged is not None and model.blocks == []
     expected = Anchors.from_points(model.seed_positions, model.voxel_size, 8, 4)
     assert model.merged.num_anchors == expected.num_anchors
+
+
+# ---------------------------------------------------------------- device memory of a step
+
+
+def test_saved_tensor_bytes_count_each_saved_storage_once_and_no_parameters() -> None:
+    x = torch.randn(1000, requires_grad=True)
+    linear = torch.nn.Linear(1000, 10)
+    with SavedTensorBytes() as saved:
+        y = x.exp()  # saves its result y
+        z = (y * y).sum() + torch.sin(y[:500]).sum()  # saves y again and a view of it
+        w = linear(y)  # saves y (and the weight, a parameter)
+    assert saved.nbytes == 4 * 1000
+    (z + w.sum()).backward()
+    with SavedTensorBytes() as saved, torch.no_grad():
+        x.exp().sum()
+    assert saved.nbytes == 0

@@ -16,6 +16,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 
 from distilled_gs_ns.distributed import process_group
+from distilled_gs_ns.metrics.saved_tensors import SavedTensorBytes
 from distilled_gs_ns.pipelines.splat_pipeline import SplatPipeline, SplatPipelineConfig
 
 
@@ -68,10 +69,12 @@ class BlockPipeline(SplatPipeline):
         return camera, data
 
     def get_train_loss_dict(self, step: int):
-        block = self.model.active_block
-        assert block is not None, "the model activates its block in its BEFORE_TRAIN_ITERATION callback"
+        block = self.model.block_for_step(step)
+        assert self.model.active_block == block, "the model activates its block in its BEFORE_TRAIN_ITERATION callback"
         camera, batch = self._train_view(self._next_camera(block))
-        outputs = self.model(camera)
-        metrics_dict = self.model.get_metrics_dict(outputs, batch)
-        loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
+        with SavedTensorBytes() as saved:
+            outputs = self.model(camera)
+            metrics_dict = self.model.get_metrics_dict(outputs, batch)
+            loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
+        metrics_dict["device_activation_mb"] = saved.nbytes / 2**20
         return outputs, loss_dict, metrics_dict
