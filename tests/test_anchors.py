@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
-from distilled_gs_ns.models.anchor_decoder import AnchorDecoder, AnchorDecoderConfig
-from distilled_gs_ns.models.anchor_sh_bake import bake_anchors_with_sh
-from distilled_gs_ns.models.anchors import (
+from distilled_gs_ns.scaffold.momentum_teacher import consistency_loss, ema_update_
+from distilled_gs_ns.scaffold.decoder import AnchorDecoder, AnchorDecoderConfig
+from distilled_gs_ns.scaffold.sh_bake import bake_anchors_with_sh
+from distilled_gs_ns.scaffold.anchors import (
     Anchors,
     SpawnInfo,
     accumulate_opacity,
@@ -342,7 +342,7 @@ def test_accumulate_opacity_sums_per_anchor():
 
 def test_refining_a_bake_brings_its_renders_to_the_targets():
     """Three views of known Gaussians; a distorted copy refined against their renders gets closer."""
-    from distilled_gs_ns.models.bake_refinement import refine_bake
+    from distilled_gs_ns.scaffold.bake_refinement import refine_bake
 
     torch.manual_seed(0)
     n = 60

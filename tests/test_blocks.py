@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from distilled_gs_ns.blocks.camera_assignment import assign_cameras
 from distilled_gs_ns.blocks.ground_plane import detect_up_axis, ground_basis
-from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
+from distilled_gs_ns.scaffold.momentum_teacher import consistency_loss, ema_update_
 from distilled_gs_ns.blocks.partition import BlockPartition
 from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics, block_weights
 from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera

@@ -26,17 +26,12 @@ from distilled_gs_ns.blocks.partition import BlockPartition
 from distilled_gs_ns.compat import cpu_processes
 from distilled_gs_ns.configs.momentum_gs import momentum_gs_optimizers
 from distilled_gs_ns.distributed.gradient_averaging import AveragedAdam, AveragedAdamOptimizerConfig
-from distilled_gs_ns.models.anchor_export import export_view_directions
-from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anchors, pruned_mask
-from distilled_gs_ns.models.anchors import Anchors, spawn_gaussians, visible
+from distilled_gs_ns.scaffold.export_directions import export_view_directions
+from distilled_gs_ns.scaffold.refinement import AnchorStatistics, grown_anchors, pruned_mask
+from distilled_gs_ns.scaffold.anchors import Anchors, spawn_gaussians, visible
+from distilled_gs_ns.scaffold.strategy import TRAINED_FIELDS
 from distilled_gs_ns.models.initialisation import seed_box
-from distilled_gs_ns.models.momentum_gs import (
-    ANCHOR_GROUPS,
-    MomentumGSModel,
-    MomentumGSModelConfig,
-    capped,
-    view_counts,
-)
+from distilled_gs_ns.models.momentum_gs import MomentumGSModel, MomentumGSModelConfig, capped, view_counts
 from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.metrics.saved_tensors import SavedTensorBytes
@@ -656,7 +651,7 @@ def test_block_swap_in_step_cb_carries_adam_state() -> None:
 
     model.step_cb(optimizers, 2)  # steps 2-3 train block 1
     assert model.active_block == 1
-    for group, name in ANCHOR_GROUPS.items():
+    for group, name in TRAINED_FIELDS.items():
         param = model.active_params[group]
         assert optimizers.optimizers[group].param_groups[0]["params"] == [param]
         assert optimizers.parameters[group] == [param]

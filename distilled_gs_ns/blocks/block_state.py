@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List
 
 from distilled_gs_ns.blocks.partition import BlockPartition
-from distilled_gs_ns.models.anchors import Anchors
+from distilled_gs_ns.scaffold.anchors import Anchors
 
 
 @dataclass

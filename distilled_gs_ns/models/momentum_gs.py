@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,32 +27,30 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.utils.rich_utils import CONSOLE
-from rich.table import Table
 from torch import Tensor
 from torch.nn import Parameter
 
 from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks
 from distilled_gs_ns.blocks.camera_assignment import assign_cameras
 from distilled_gs_ns.blocks.ground_plane import detect_up_axis
-from distilled_gs_ns.blocks.momentum import consistency_loss, ema_update_
+from distilled_gs_ns.scaffold.momentum_teacher import consistency_loss, ema_update_
 from distilled_gs_ns.blocks.partition import BlockPartition
+from distilled_gs_ns.blocks.summary import partition_summary, print_partition, write_summary
 from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics
 from distilled_gs_ns.distributed import process_group
 from distilled_gs_ns.errors import UserInputError
-from distilled_gs_ns.models.anchor_decoder import AnchorDecoder, AnchorDecoderConfig
-from distilled_gs_ns.models.anchor_sh_bake import BakeMode, bake_anchors_with_sh
-from distilled_gs_ns.models.bake_refinement import refine_bake
-from distilled_gs_ns.models.anchor_refinement import AnchorStatistics, grown_anchors, pruned_mask
-from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, assemble_gaussians, visible
+from distilled_gs_ns.scaffold.decoder import AnchorDecoder, AnchorDecoderConfig
+from distilled_gs_ns.scaffold.sh_bake import BakeMode, bake_anchors_with_sh
+from distilled_gs_ns.scaffold.bake_refinement import refine_bake
+from distilled_gs_ns.scaffold.refinement import AnchorStatistics
+from distilled_gs_ns.scaffold.strategy import TRAINED_FIELDS, ScaffoldStrategy
+from distilled_gs_ns.scaffold.anchors import Anchors, SpawnInfo, assemble_gaussians, visible
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig, planned_steps
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
-from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
+from distilled_gs_ns.optim.parameter_rows import install_parameter, optimizer_state
 from distilled_gs_ns.rendering.cameras import image_sizes, in_view_chunks, world_to_camera
 
-ANCHOR_GROUPS = {"anchor_features": "features", "anchor_offsets": "offsets", "anchor_scaling": "log_scaling"}
-"""Optimiser group -> the trained anchor tensor it holds (positions stay fixed, as in Scaffold-GS)."""
 DECODER_GROUPS = ("opacity_mlp", "covariance_mlp", "color_mlp")
-SUMMARY_FILE = "blocks.json"
 BlockInit = Literal["all-seeds", "seen", "cell"]
 SH_C0 = 0.28209479177387814
 
@@ -67,13 +64,13 @@ class MomentumGSModelConfig(SplatBaseModelConfig):
     _target: Type = field(default_factory=lambda: MomentumGSModel)
     sh_degree: int = 3
     """SH degree of the exported splat (renders always use the decoder): each neural Gaussian's
-    decoded colour is fitted over the training views that see its anchor (`anchor_sh_bake`)."""
+    decoded colour is fitted over the training views that see its anchor (`scaffold/sh_bake.py`)."""
     export_bake: BakeMode = "export-direction"
     """How export first fixes each neural Gaussian's view-dependent opacity and scale: decoded along
     its anchor's export direction, or averaged over the training views that see the anchor."""
     export_refine_steps: int = 1000
     """Then the baked Gaussians are fitted to the model's renders of its training views for this many
-    Adam steps (one view each; 0: the bake as is), see models/bake_refinement.py."""
+    Adam steps (one view each; 0: the bake as is), see scaffold/bake_refinement.py."""
     use_absgrad: bool = False
     """Anchor growing reads plain screen-space gradients, as Scaffold-GS does."""
     num_downscales: int = 0
@@ -219,6 +216,16 @@ class MomentumGSModel(SplatBaseModel):
         self.teacher_decoder = copy.deepcopy(self.decoder).requires_grad_(False)
         self.seed_positions = self._initial_points()[0]
         self.voxel_size = float(self.config.voxel_size)
+        config = self.config
+        self.strategy = ScaffoldStrategy(
+            refine_every=config.refine_every,
+            grow_from=config.grow_from,
+            grow_until=config.grow_until,
+            grow_grad_threshold=config.grow_grad_threshold,
+            prune_opacity=config.prune_opacity,
+            min_visit_fraction=config.min_visit_fraction,
+            max_anchors=config.max_active_anchors,
+        )
         self.partition: Optional[BlockPartition] = None
         self.blocks: List[BlockState] = []
         self.block_cameras: List[List[int]] = []
@@ -290,7 +297,8 @@ class MomentumGSModel(SplatBaseModel):
         self.block_metrics = SmoothedBlockMetrics(len(self.blocks), self.config.metrics_smoothing)
         self.configure_processes(rank, world_size)
         self._activate(self.owned_blocks[0])
-        self._log_partition()
+        if self.process_rank == 0:
+            print_partition(self.voxel_size, self._block_sizes(), self.block_cameras, self.process_count)
 
     def _block_anchors(self, anchors: Anchors) -> List[Anchors]:
         """Each block's training anchors (`block_init`), at most `max_active_anchors` of them."""
@@ -328,16 +336,8 @@ class MomentumGSModel(SplatBaseModel):
         if self.config.camera_optimizer.mode != "off" and world_size > 1:
             raise UserInputError("camera pose optimisation is per process and not shared: use one process or mode off")
 
-    def _log_partition(self) -> None:
-        table = Table(title=f"momentum-gs blocks (voxel {self.voxel_size:.4g})")
-        for column in ("block", "anchors", "cameras", "process"):
-            table.add_column(column, justify="right")
-        for index, block in enumerate(self.blocks):
-            table.add_row(
-                str(index), str(block.anchors.num_anchors), str(len(self.block_cameras[index])), str(index % self.process_count)
-            )
-        if self.process_rank == 0:
-            CONSOLE.print(table)
+    def _block_sizes(self) -> List[int]:
+        return [block.anchors.num_anchors for block in self.blocks]
 
     # ------------------------------------------------------------------ the active block
 
@@ -348,7 +348,7 @@ class MomentumGSModel(SplatBaseModel):
         assert self.active_positions is not None
         return Anchors(
             positions=self.active_positions,
-            **{name: self.active_params[group] for group, name in ANCHOR_GROUPS.items()},
+            **{name: self.active_params[group] for group, name in TRAINED_FIELDS.items()},
         )
 
     def _activate(self, block: int) -> None:
@@ -356,10 +356,10 @@ class MomentumGSModel(SplatBaseModel):
         state = self.blocks[block]
         self.active_positions = state.anchors.positions.to(self.device, copy=True)
         self.active_params = {
-            group: Parameter(getattr(state.anchors, name).to(self.device, copy=True)) for group, name in ANCHOR_GROUPS.items()
+            group: Parameter(getattr(state.anchors, name).to(self.device, copy=True)) for group, name in TRAINED_FIELDS.items()
         }
         self.active_block = block
-        self.stats = AnchorStatistics.zeros(state.anchors.num_anchors, self.config.num_offsets, self.device)
+        self.stats = self.strategy.initialize_state(state.anchors.num_anchors, self.config.num_offsets, self.device)
         self._install_active()
 
     def _install_active(self) -> None:
@@ -378,7 +378,7 @@ class MomentumGSModel(SplatBaseModel):
             return
         state = self.blocks[self.active_block]
         host = torch.device("cpu")
-        values = {name: self.active_params[group].detach().to(host, copy=True) for group, name in ANCHOR_GROUPS.items()}
+        values = {name: self.active_params[group].detach().to(host, copy=True) for group, name in TRAINED_FIELDS.items()}
         state.anchors = Anchors(positions=self.active_positions.to(host, copy=True), **values)  # type: ignore[union-attr]
         if self.nerf_optimizers is not None:
             state.optimizer_state = {
@@ -392,7 +392,7 @@ class MomentumGSModel(SplatBaseModel):
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         if not self.active_params:  # ns-viewer/export/eval build no optimisers; keep the names valid
-            self.active_params = {group: Parameter(torch.empty(0, device=self.device)) for group in ANCHOR_GROUPS}
+            self.active_params = {group: Parameter(torch.empty(0, device=self.device)) for group in TRAINED_FIELDS}
         groups: Dict[str, List[Parameter]] = {group: [param] for group, param in self.active_params.items()}
         for name in DECODER_GROUPS:
             groups[name] = list(getattr(self.decoder, name).parameters())
@@ -455,14 +455,14 @@ class MomentumGSModel(SplatBaseModel):
         if len(set(checksums)) != 1:
             raise RuntimeError(f"the shared decoder differs between processes after training: {checksums}")
         self.merged_block_steps = [block.steps for block in self.blocks]
-        self._write_summary(
-            {
+        if self.run_dir is not None and self.process_rank == 0:
+            results = {
                 "merged_anchors": merged.num_anchors,
                 "merged_anchors_per_block": per_block.tolist(),
                 "steps_per_block_trained": self.merged_block_steps,
                 "decoder_checksum_per_process": checksums,
             }
-        )
+            write_summary(self.run_dir, results, update=True)
         self._deactivate()
         self.merged, self.blocks, self._render_cache = merged, [], None
 
@@ -490,31 +490,6 @@ class MomentumGSModel(SplatBaseModel):
         self.blocks = [BlockState(anchors=part, steps=steps[index]) for index, part in enumerate(parts)]
         self.merged, self._render_cache = None, None
         self.configure_processes(process_group.rank(), process_group.world_size())
-
-    def _write_summary(self, extra: Dict) -> None:
-        if self.run_dir is None or self.process_rank != 0:
-            return
-        path = self.run_dir / SUMMARY_FILE
-        summary = json.loads(path.read_text()) if path.exists() else {}
-        summary.update(extra)
-        path.write_text(json.dumps(summary, indent=2))
-
-    def _partition_summary(self) -> Dict:
-        assert self.partition is not None
-        return {
-            "grid": list(self.partition.grid),
-            "voxel_size": self.voxel_size,
-            "partition": self.partition.to_dict(),
-            "processes": self.process_count,
-            "blocks": [
-                {
-                    "anchors": block.anchors.num_anchors,
-                    "cameras": self.block_cameras[index],
-                    "process": index % self.process_count,
-                }
-                for index, block in enumerate(self.blocks)
-            ],
-        }
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -567,8 +542,8 @@ class MomentumGSModel(SplatBaseModel):
             self._resplit_merged()
         self.block_planned_steps = max(1, planned_steps(trainer) // max(1, len(self.owned_blocks)))
         if self.process_rank == 0 and self.partition is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / SUMMARY_FILE).write_text(json.dumps(self._partition_summary(), indent=2))
+            sizes, processes = self._block_sizes(), self.process_count
+            write_summary(self.run_dir, partition_summary(self.partition, self.voxel_size, sizes, self.block_cameras, processes))
         return super().get_training_callbacks(training_callback_attributes)
 
     def step_cb(self, optimizers: Optimizers, step: int) -> None:
@@ -600,55 +575,28 @@ class MomentumGSModel(SplatBaseModel):
 
     def step_post_backward(self, step: int) -> None:
         self.check_finite_parameters(step)
-        self._update_statistics()
+        view = self.training_view
+        if view is not None and self.stats is not None:
+            self.strategy.step_post_backward(self.stats, self.info, view.ids, view.spawn, view.gaussians.opacities)
         if self.config.momentum_teacher:
             ema_update_(self.teacher_decoder, self.decoder, self.config.momentum)
         block = self.blocks[self.active_block]  # type: ignore[index]
         block.steps += 1
-        refine_every = self.config.refine_every
-        start, stop = self.config.grow_from * self.block_planned_steps, self.config.grow_until * self.block_planned_steps
-        if refine_every > 0 and block.steps % refine_every == 0 and start <= block.steps < stop:
+        if self.strategy.refines_at(block.steps, self.block_planned_steps):
             self._refine()
         self.training_view = None
         if step == self.last_step:
             self.merge()
 
-    @torch.no_grad()
-    def _update_statistics(self) -> None:
-        view, stats = self.training_view, self.stats
-        if view is None or stats is None:
-            return
-        means2d = self.info["means2d"]
-        if means2d.grad is None:
-            return
-        width, height = self.info["width"], self.info["height"]
-        scale = means2d.new_tensor([width / 2.0, height / 2.0])
-        norms = (means2d.grad[0] * scale).norm(dim=-1)
-        radii = self.info["radii"][0]
-        seen = (radii > 0).all(dim=-1) if radii.dim() == 2 else radii > 0
-        stats.update(view.ids, view.spawn, view.gaussians.opacities.detach(), norms, seen)
-
-    @torch.no_grad()
     def _refine(self) -> None:
-        """Scaffold-GS growing and pruning of the active block's anchors (Adam moments kept per row)."""
+        """Grow and prune the active block's anchors; their Parameters change in the optimisers."""
         assert self.stats is not None and self.nerf_optimizers is not None
-        anchors = self.active_anchors()
-        min_count = self.config.min_visit_fraction * self.config.refine_every
-        keep = ~pruned_mask(self.stats, self.config.prune_opacity, min_count)
-        if not bool(keep.any()):
-            keep[self.stats.opacity_sum.argmax()] = True
-        cap = self.config.max_active_anchors
-        room = max(0, cap - int(keep.sum())) if cap else None
-        new = grown_anchors(anchors, self.stats, self.voxel_size, self.config.grow_grad_threshold, min_count, room)
-        for group, name in ANCHOR_GROUPS.items():
-            optimizer = self.nerf_optimizers.optimizers[group]
-            param = keep_rows(optimizer, self.active_params[group], keep)
-            if new.num_anchors:
-                param = append_rows(optimizer, param, getattr(new, name))
-            self.active_params[group] = param
+        optimizers = {group: self.nerf_optimizers.optimizers[group] for group in TRAINED_FIELDS}
+        self.active_positions, self.active_params, self.stats = self.strategy.refine(
+            self.stats, self.active_anchors(), self.active_params, optimizers, self.voxel_size
+        )
+        for group, param in self.active_params.items():
             self.nerf_optimizers.parameters[group] = [param]
-        self.active_positions = torch.cat([self.active_positions[keep], new.positions])  # type: ignore[index]
-        self.stats = self.stats.after_refinement(keep, new.num_anchors, min_count)
 
     # ------------------------------------------------------------------ rendering
 

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from gsplat.cuda._torch_impl import _eval_sh_bases_fast
 from torch import Tensor
 
-from distilled_gs_ns.models.anchor_decoder import AnchorDecoder
-from distilled_gs_ns.models.anchor_export import export_view_directions
-from distilled_gs_ns.models.anchors import Anchors
+from distilled_gs_ns.scaffold.decoder import AnchorDecoder
+from distilled_gs_ns.scaffold.export_directions import export_view_directions
+from distilled_gs_ns.scaffold.anchors import Anchors
 from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
 

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from distilled_gs_ns.models.anchors import Anchors, SpawnInfo, accumulate_opacity, accumulate_per_offset
+from distilled_gs_ns.scaffold.anchors import Anchors, SpawnInfo, accumulate_opacity, accumulate_per_offset
 
 
 @dataclass

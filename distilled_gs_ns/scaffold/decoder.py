@@ -2,7 +2,7 @@
 
 Anchors store no Gaussians, only a feature; three small MLPs turn [feature, unit view direction]
 into the attributes of the anchor's neural Gaussians. Momentum-GS shares this decoder across
-blocks and keeps an EMA copy of it as a teacher (see `distilled_gs_ns.blocks.momentum`), whose
+blocks and keeps an EMA copy of it as a teacher (see `distilled_gs_ns.scaffold.momentum_teacher`), whose
 consistency loss compares the four outputs of `AnchorDecoder.forward` key by key.
 """
 

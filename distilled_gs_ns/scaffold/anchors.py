@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distilled_gs_ns.models.anchor_decoder import AnchorDecoder
+from distilled_gs_ns.scaffold.decoder import AnchorDecoder
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
 
 
