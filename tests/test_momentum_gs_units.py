@@ -23,19 +23,36 @@ from torch.nn import Parameter
 import distilled_gs_ns  # noqa: F401  (installs the spawn shim, as nerfstudio's plugin discovery does)
 from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks
 from distilled_gs_ns.blocks.partition import BlockPartition
+from distilled_gs_ns.blocks.selection import capped, view_counts
 from distilled_gs_ns.compat import cpu_processes
 from distilled_gs_ns.configs.momentum_gs import momentum_gs_optimizers
-from distilled_gs_ns.distributed.gradient_averaging import AveragedAdam, AveragedAdamOptimizerConfig
-from distilled_gs_ns.scaffold.export_directions import export_view_directions
-from distilled_gs_ns.scaffold.refinement import AnchorStatistics, grown_anchors, pruned_mask
-from distilled_gs_ns.scaffold.anchors import Anchors, spawn_gaussians, visible
-from distilled_gs_ns.scaffold.strategy import TRAINED_FIELDS
-from distilled_gs_ns.models.initialisation import seed_box
-from distilled_gs_ns.models.momentum_gs import MomentumGSModel, MomentumGSModelConfig, capped, view_counts
-from distilled_gs_ns.optim.parameter_rows import append_rows, install_parameter, keep_rows, optimizer_state
+from distilled_gs_ns.distributed.gradient_averaging import (
+    AveragedAdam,
+    AveragedAdamOptimizerConfig,
+)
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.metrics.saved_tensors import SavedTensorBytes
-from distilled_gs_ns.rendering.cameras import image_sizes, points_in_view, world_to_camera
+from distilled_gs_ns.models.initialisation import seed_box
+from distilled_gs_ns.models.momentum_gs import MomentumGSModel, MomentumGSModelConfig
+from distilled_gs_ns.optim.parameter_rows import (
+    append_rows,
+    install_parameter,
+    keep_rows,
+    optimizer_state,
+)
+from distilled_gs_ns.rendering.cameras import (
+    image_sizes,
+    points_in_view,
+    world_to_camera,
+)
+from distilled_gs_ns.scaffold.anchors import Anchors, spawn_gaussians, visible
+from distilled_gs_ns.scaffold.export_directions import export_view_directions
+from distilled_gs_ns.scaffold.refinement import (
+    AnchorStatistics,
+    grown_anchors,
+    pruned_mask,
+)
+from distilled_gs_ns.scaffold.strategy import TRAINED_FIELDS
 from tests.toy_models import SIZE, look_at, ring_cameras, square_cameras
 
 Z = torch.tensor([0.0, 0.0, 1.0])

@@ -33,25 +33,38 @@ from torch.nn import Parameter
 from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks
 from distilled_gs_ns.blocks.camera_assignment import assign_cameras
 from distilled_gs_ns.blocks.ground_plane import detect_up_axis
-from distilled_gs_ns.scaffold.momentum_teacher import consistency_loss, ema_update_
 from distilled_gs_ns.blocks.partition import BlockPartition
-from distilled_gs_ns.blocks.summary import partition_summary, print_partition, write_summary
+from distilled_gs_ns.blocks.selection import BlockInit, block_anchors
+from distilled_gs_ns.blocks.summary import (
+    partition_summary,
+    print_partition,
+    write_summary,
+)
 from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics
 from distilled_gs_ns.distributed import process_group
 from distilled_gs_ns.errors import UserInputError
-from distilled_gs_ns.scaffold.decoder import AnchorDecoder, AnchorDecoderConfig
-from distilled_gs_ns.scaffold.sh_bake import BakeMode, bake_anchors_with_sh
-from distilled_gs_ns.scaffold.bake_refinement import refine_bake
-from distilled_gs_ns.scaffold.refinement import AnchorStatistics
-from distilled_gs_ns.scaffold.strategy import TRAINED_FIELDS, ScaffoldStrategy
-from distilled_gs_ns.scaffold.anchors import Anchors, SpawnInfo, assemble_gaussians, visible
-from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig, planned_steps
-from distilled_gs_ns.rendering.gaussians import RenderGaussians
+from distilled_gs_ns.models.splat_base import (
+    SplatBaseModel,
+    SplatBaseModelConfig,
+    planned_steps,
+)
 from distilled_gs_ns.optim.parameter_rows import install_parameter, optimizer_state
-from distilled_gs_ns.rendering.cameras import image_sizes, in_view_chunks, world_to_camera
+from distilled_gs_ns.rendering.cameras import image_sizes, world_to_camera
+from distilled_gs_ns.rendering.gaussians import RenderGaussians
+from distilled_gs_ns.scaffold.anchors import (
+    Anchors,
+    SpawnInfo,
+    assemble_gaussians,
+    visible,
+)
+from distilled_gs_ns.scaffold.bake_refinement import refine_bake
+from distilled_gs_ns.scaffold.decoder import AnchorDecoder, AnchorDecoderConfig
+from distilled_gs_ns.scaffold.momentum_teacher import consistency_loss, ema_update_
+from distilled_gs_ns.scaffold.refinement import AnchorStatistics
+from distilled_gs_ns.scaffold.sh_bake import BakeMode, bake_anchors_with_sh
+from distilled_gs_ns.scaffold.strategy import TRAINED_FIELDS, ScaffoldStrategy
 
 DECODER_GROUPS = ("opacity_mlp", "covariance_mlp", "color_mlp")
-BlockInit = Literal["all-seeds", "seen", "cell"]
 SH_C0 = 0.28209479177387814
 
 
@@ -173,25 +186,6 @@ class TrainingView:
     gaussians: RenderGaussians
 
 
-def view_counts(points: Tensor, camera_to_worlds: Tensor, Ks: Tensor, sizes: Tensor) -> Tensor:
-    """[N] how many of the cameras see each point (in front of it and inside its image)."""
-    counts = torch.zeros(points.shape[0], dtype=torch.long, device=points.device)
-    for _, inside in in_view_chunks(world_to_camera(camera_to_worlds), Ks, sizes, points):
-        counts += inside.sum(dim=0)
-    return counts
-
-
-def capped(selected: Tensor, in_cell: Tensor, views: Tensor, cap: int) -> Tensor:
-    """Sorted indices of at most `cap` of the `selected` anchors: the cell's first, then those seen
-    by the most of the block's cameras (`views`: [N] counts)."""
-    candidates = selected.nonzero().squeeze(1)
-    if candidates.numel() <= cap:
-        return candidates
-    score = in_cell.double() * (1 << 30) + views.double()
-    order = torch.sort(score[candidates], descending=True, stable=True).indices
-    return candidates[order[:cap]].sort().values
-
-
 def decoder_checksum(*modules: torch.nn.Module) -> str:
     """sha256 of the modules' parameters: equal on every rank iff the decoders are bit-identical."""
     digest = hashlib.sha256()
@@ -303,20 +297,15 @@ class MomentumGSModel(SplatBaseModel):
     def _block_anchors(self, anchors: Anchors) -> List[Anchors]:
         """Each block's training anchors (`block_init`), at most `max_active_anchors` of them."""
         assert self.partition is not None
-        c2w, Ks, sizes = (self.train_views[key] for key in ("camera_to_worlds", "Ks", "sizes"))
-        cap, mode = self.config.max_active_anchors, self.config.block_init
-        parts = []
-        for block, cams in enumerate(self.block_cameras):
-            in_cell = self.partition.contains(anchors.positions, block, margin=self.config.block_margin)
-            views = view_counts(anchors.positions, c2w[cams], Ks[cams], sizes[cams]) if cap or mode == "seen" else None
-            if mode == "cell":
-                selected = in_cell
-            elif mode == "all-seeds" and not cap:
-                selected = torch.ones_like(in_cell)
-            else:
-                selected = in_cell | (views > 0)  # type: ignore[operator]
-            parts.append(anchors.select(selected if not cap else capped(selected, in_cell, views, cap)))
-        return parts
+        return block_anchors(
+            anchors,
+            self.partition,
+            self.block_cameras,
+            self.train_views,
+            self.config.block_init,
+            self.config.block_margin,
+            self.config.max_active_anchors,
+        )
 
     def configure_processes(self, rank: int, world_size: int) -> None:
         """Blocks b with b % world_size == rank are this process's share."""

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distilled_gs_ns.scaffold.decoder import AnchorDecoder
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
+from distilled_gs_ns.scaffold.decoder import AnchorDecoder
 
 
 @dataclass

@@ -13,7 +13,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from distilled_gs_ns.scaffold.anchors import Anchors, SpawnInfo, accumulate_opacity, accumulate_per_offset
+from distilled_gs_ns.scaffold.anchors import (
+    Anchors,
+    SpawnInfo,
+    accumulate_opacity,
+    accumulate_per_offset,
+)
 
 
 @dataclass

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from gsplat.cuda._torch_impl import _eval_sh_bases_fast
 from torch import Tensor
 
-from distilled_gs_ns.scaffold.decoder import AnchorDecoder
-from distilled_gs_ns.scaffold.export_directions import export_view_directions
-from distilled_gs_ns.scaffold.anchors import Anchors
 from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
+from distilled_gs_ns.scaffold.anchors import Anchors
+from distilled_gs_ns.scaffold.decoder import AnchorDecoder
+from distilled_gs_ns.scaffold.export_directions import export_view_directions
 
 BakeMode = Literal["export-direction", "mean-visible"]
 

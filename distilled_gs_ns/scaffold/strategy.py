@@ -17,7 +17,11 @@ from torch.nn import Parameter
 
 from distilled_gs_ns.optim.parameter_rows import append_rows, keep_rows
 from distilled_gs_ns.scaffold.anchors import Anchors, SpawnInfo
-from distilled_gs_ns.scaffold.refinement import AnchorStatistics, grown_anchors, pruned_mask
+from distilled_gs_ns.scaffold.refinement import (
+    AnchorStatistics,
+    grown_anchors,
+    pruned_mask,
+)
 
 TRAINED_FIELDS = {"anchor_features": "features", "anchor_offsets": "offsets", "anchor_scaling": "log_scaling"}
 """Optimiser group -> the trained anchor field it holds (positions stay fixed, as in Scaffold-GS)."""
