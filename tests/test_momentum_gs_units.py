@@ -837,6 +837,30 @@ def test_step_post_backward_moves_the_teacher_by_ema_and_counts_the_step() -> No
     assert torch.equal(model.stats.visits, visits)
 
 
+def test_training_metrics_log_the_decoders_drift_within_a_visit_and_its_gap_to_the_teacher() -> None:
+    model = momentum_model(steps_per_block=2)
+    optimizers = model_optimizers(model)
+    model.last_step = 100
+    camera, batch = close_camera(), {"image": torch.full((SIZE, SIZE, 3), 0.5)}
+
+    def logged(step: int) -> Dict[str, float]:
+        model.step_cb(optimizers, step)
+        metrics: Dict[str, float] = {}
+        losses = model.get_loss_dict(model.get_outputs(camera), batch, metrics)
+        optimizers.zero_grad_all()
+        sum(losses.values()).backward()
+        optimizers.optimizer_step_all()
+        model.step_post_backward(step)
+        return metrics
+
+    model.train()
+    first, second, switched = logged(0), logged(1), logged(2)
+    assert first["decoder_drift_in_visit"] == 0.0 and first["decoder_teacher_gap"] == 0.0
+    assert second["decoder_drift_in_visit"] > 0.0 and second["decoder_teacher_gap"] > 0.0
+    assert switched["active_block"] == 1.0 and switched["decoder_drift_in_visit"] == 0.0  # a new visit
+    assert {"block_0_psnr", "block_1_psnr"} <= set(switched)
+
+
 def test_step_post_backward_merges_at_the_last_step() -> None:
     model = momentum_model()
     optimizers = model_optimizers(model)

@@ -240,6 +240,8 @@ class MomentumGSModel(SplatBaseModel):
         self.last_step = -1
         self.block_planned_steps = 1
         self._render_cache: Optional[Tuple[Tuple, Anchors]] = None
+        self._visit_start: Optional[Tuple[Optional[int], Tensor]] = None
+        """(block, decoder parameters when it was swapped in), for the drift diagnostic."""
         self._bake_cache: Optional[Tuple[Tuple, RenderGaussians, Optional[RenderGaussians]]] = None
         """(key, bake, bake fitted to the model's renders or None until asked for)."""
 
@@ -659,7 +661,27 @@ class MomentumGSModel(SplatBaseModel):
             metrics_dict["active_block"] = float(self.active_block)
             metrics_dict["device_anchor_state_mb"] = self.active_state_bytes() / 2**20
             metrics_dict["device_decoder_state_mb"] = self.decoder_state_bytes() / 2**20
+            metrics_dict.update(self._decoder_diagnostics())
         return {name: weight * value for name, value in loss_dict.items()}
+
+    @torch.no_grad()
+    def _decoder_diagnostics(self) -> Dict[str, float]:
+        """Why the momentum teacher helps or not, logged every step: the decoder's relative drift
+        since the active block was swapped in, its relative distance to the teacher, and the
+        smoothed training PSNR of each of this process's blocks."""
+        current = torch.cat([param.detach().reshape(-1) for param in self.decoder.parameters()])
+        if self._visit_start is None or self._visit_start[0] != self.active_block:
+            self._visit_start = (self.active_block, current.clone())
+        scale = float(current.norm().clamp(min=1e-12))
+        teacher = torch.cat([param.reshape(-1) for param in self.teacher_decoder.parameters()])
+        diagnostics = {
+            "decoder_drift_in_visit": float((current - self._visit_start[1]).norm()) / scale,
+            "decoder_teacher_gap": float((current - teacher).norm()) / scale,
+        }
+        for block in self.owned_blocks:
+            if bool(self.block_metrics.measured[block]):
+                diagnostics[f"block_{block}_psnr"] = float(self.block_metrics.psnr[block])
+        return diagnostics
 
     # ------------------------------------------------------------------ export (ns-export gaussian-splat)
 
