@@ -10,12 +10,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from distilled_gs_ns.blocks.block_set import BlockSet
+from distilled_gs_ns.blocks.block_state import BlockState
 from distilled_gs_ns.blocks.camera_assignment import assign_cameras
 from distilled_gs_ns.blocks.ground_plane import detect_up_axis, ground_basis
 from distilled_gs_ns.scaffold.momentum_teacher import consistency_loss, ema_update_
 from distilled_gs_ns.blocks.partition import BlockPartition
 from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics, block_weights
+from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.rendering.cameras import points_in_view, world_to_camera
+from distilled_gs_ns.scaffold.anchors import Anchors
 
 Z = torch.tensor([0.0, 0.0, 1.0])
 
@@ -495,3 +499,42 @@ def test_consistency_loss_requires_matching_keys() -> None:
         consistency_loss({"color": torch.zeros(2, 3)}, {"color": torch.zeros(2, 3), "scale": torch.zeros(2, 3)})
     with pytest.raises(ValueError, match="same non-empty keys"):
         consistency_loss({}, {})
+
+
+# ---------------------------------------------------------------- one process's blocks
+
+
+def five_blocks() -> BlockSet:
+    anchors = Anchors.from_points(site(2_000), 0.5, 4, 2)
+    partition = BlockPartition.fit(anchors.positions, Z, (5, 1), "quantile")
+    ids = partition.assign(anchors.positions)
+    states = [BlockState(anchors=anchors.select(ids == b), steps=10 * b) for b in range(5)]
+    return BlockSet(partition, [[b] for b in range(5)], states, steps_per_block=3)
+
+
+def test_blocks_are_dealt_round_robin_and_take_turns_per_process() -> None:
+    shares = []
+    for rank in range(2):
+        blocks = five_blocks()
+        blocks.assign(rank, 2)
+        shares.append(blocks.owned)
+        assert [blocks.block_for_step(step) for step in range(0, 12, 3)] == (blocks.owned * 2)[:4]
+    assert shares == [[0, 2, 4], [1, 3]]
+    with pytest.raises(UserInputError, match="6 processes but only 5 blocks"):
+        five_blocks().assign(0, 6)
+
+
+def test_merge_then_resplit_restores_each_blocks_step_count() -> None:
+    blocks = five_blocks()
+    blocks.assign(0, 1)
+    blocks.activate(2, torch.device("cpu"))
+    with torch.no_grad():
+        blocks.params["anchor_features"].fill_(7.0)  # live values reach the merge
+    total = sum(blocks.sizes())
+    merged = blocks.merge(optimizers=None)
+    assert merged.num_anchors == total and blocks.states == [] and blocks.active is None
+    owner = blocks.partition.assign(merged.positions)
+    assert bool((merged.features[owner == 2] == 7.0).all()) and not bool((merged.features[owner != 2] == 7.0).any())
+    blocks.resplit(lambda anchors: [anchors.select(blocks.partition.assign(anchors.positions) == b) for b in range(5)])
+    assert blocks.merged is None and [state.steps for state in blocks.states] == [0, 10, 20, 30, 40]
+    assert sum(blocks.sizes()) == total

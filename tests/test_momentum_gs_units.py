@@ -592,15 +592,15 @@ def train_step(model: MomentumGSModel, optimizers: Optimizers, step: int, camera
 
 
 def anchor_values(model: MomentumGSModel) -> Dict[str, Tensor]:
-    return {group: param.detach().clone() for group, param in model.active_params.items()}
+    return {group: param.detach().clone() for group, param in model.blocks.params.items()}
 
 
 def test_model_setup_splits_the_seed_anchors_into_overlapping_blocks() -> None:
     model = momentum_model()
     anchors = Anchors.from_points(model.seed_positions, model.voxel_size, 8, 4)
-    assert len(model.blocks) == 2 and model.owned_blocks == [0, 1] and model.active_block == 0
-    assert sum(block.anchors.num_anchors for block in model.blocks) > anchors.num_anchors
-    assert torch.equal(model.active_positions, model.blocks[0].anchors.positions)
+    assert len(model.blocks.states) == 2 and model.blocks.owned == [0, 1] and model.blocks.active == 0
+    assert sum(block.anchors.num_anchors for block in model.blocks.states) > anchors.num_anchors
+    assert torch.equal(model.blocks.positions, model.blocks.states[0].anchors.positions)
 
 
 def test_render_decodes_visible_anchors_and_backward_reaches_block_and_decoder() -> None:
@@ -625,7 +625,7 @@ def test_render_decodes_visible_anchors_and_backward_reaches_block_and_decoder()
 
     optimizers = model_optimizers(model)
     forward_backward(model, optimizers, 0, camera)
-    grad = model.active_params["anchor_features"].grad
+    grad = model.blocks.params["anchor_features"].grad
     assert grad is not None and float(grad[mask].abs().sum()) > 0
     assert bool((grad[~mask] == 0).all())  # anchors outside the view are not decoded
     for name in ("opacity_mlp", "covariance_mlp", "color_mlp"):
@@ -638,18 +638,18 @@ def test_block_swap_round_trips_anchor_values() -> None:
     model = momentum_model()
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        for param in model.active_params.values():
+        for param in model.blocks.params.values():
             param.copy_(torch.randn(param.shape, generator=gen))
     before = anchor_values(model)
-    positions = model.active_positions.clone()
+    positions = model.blocks.positions.clone()
     model._deactivate()
-    assert model.active_block is None and model.active_params == {}
+    assert model.blocks.active is None and model.blocks.params == {}
     model._activate(1)
-    assert model.active_block == 1
-    assert torch.equal(model.active_anchors().features, model.blocks[1].anchors.features)
+    assert model.blocks.active == 1
+    assert torch.equal(model.active_anchors().features, model.blocks.states[1].anchors.features)
     model._deactivate()
     model._activate(0)
-    assert torch.equal(model.active_positions, positions)
+    assert torch.equal(model.blocks.positions, positions)
     for group, value in anchor_values(model).items():
         assert torch.equal(value, before[group]), group
 
@@ -662,22 +662,22 @@ def test_block_swap_in_step_cb_carries_adam_state() -> None:
     trained = anchor_values(model)
     moments = {
         group: {k: v.clone() for k, v in optimizers.optimizers[group].state[param].items()}
-        for group, param in model.active_params.items()
+        for group, param in model.blocks.params.items()
     }
     assert float(moments["anchor_features"]["exp_avg"].abs().sum()) > 0
 
     model.step_cb(optimizers, 2)  # steps 2-3 train block 1
-    assert model.active_block == 1
+    assert model.blocks.active == 1
     for group, name in TRAINED_FIELDS.items():
-        param = model.active_params[group]
+        param = model.blocks.params[group]
         assert optimizers.optimizers[group].param_groups[0]["params"] == [param]
         assert optimizers.parameters[group] == [param]
         assert len(optimizers.optimizers[group].state) == 0  # block 1 never trained
-        assert torch.equal(getattr(model.blocks[0].anchors, name), trained[group])  # stashed on the host
+        assert torch.equal(getattr(model.blocks.states[0].anchors, name), trained[group])  # stashed on the host
 
     model.step_cb(optimizers, 4)  # back to block 0
-    assert model.active_block == 0
-    for group, param in model.active_params.items():
+    assert model.blocks.active == 0
+    for group, param in model.blocks.params.items():
         assert torch.equal(param.detach(), trained[group]), group
         state = optimizers.optimizers[group].state[param]
         for key, value in moments[group].items():
@@ -689,35 +689,35 @@ def test_extra_state_round_trip_through_weights_only_checkpoint(tmp_path: Path) 
     optimizers = model_optimizers(model)
     train_step(model, optimizers, 0, ring_cameras()[0:1])
     with torch.no_grad():
-        model.blocks[1].anchors.features.normal_()
+        model.blocks.states[1].anchors.features.normal_()
     path = tmp_path / "extra.pt"
     torch.save(model.get_extra_state(), path)
     restored = momentum_model()
     restored.set_extra_state(torch.load(path, weights_only=True))
     model.eval()
     restored.eval()
-    assert restored.voxel_size == model.voxel_size and restored.block_cameras == model.block_cameras
+    assert restored.voxel_size == model.voxel_size and restored.blocks.cameras == model.blocks.cameras
     assert_anchors_equal(restored.render_anchors(), model.render_anchors())
-    assert torch.equal(restored.partition.edges_v, model.partition.edges_v)
-    saved = model.blocks[0].optimizer_state["anchor_features"]
+    assert torch.equal(restored.blocks.partition.edges_v, model.blocks.partition.edges_v)
+    saved = model.blocks.states[0].optimizer_state["anchor_features"]
     assert set(saved) == {"step", *ADAM_KEYS}
     for key, value in saved.items():
-        assert torch.equal(restored.blocks[0].optimizer_state["anchor_features"][key], value), key
-    assert restored.blocks[0].steps == 1
+        assert torch.equal(restored.blocks.states[0].optimizer_state["anchor_features"][key], value), key
+    assert restored.blocks.states[0].steps == 1
 
 
 def test_merge_keeps_each_anchor_once_from_its_own_block() -> None:
     model = momentum_model()
     anchors = Anchors.from_points(model.seed_positions, model.voxel_size, 8, 4)
     with torch.no_grad():  # mark each block's copy: block b's features are b + 1
-        model.active_params["anchor_features"].fill_(1.0)
-        model.blocks[1].anchors.features.fill_(2.0)
+        model.blocks.params["anchor_features"].fill_(1.0)
+        model.blocks.states[1].anchors.features.fill_(2.0)
     model.run_dir = None
     model.merge()
-    merged = model.merged
-    assert merged is not None and model.blocks == [] and model.active_block is None
+    merged = model.blocks.merged
+    assert merged is not None and model.blocks.states == [] and model.blocks.active is None
     assert torch.equal(sorted_rows(merged.positions), sorted_rows(anchors.positions))
-    owner = model.partition.assign(merged.positions)
+    owner = model.blocks.partition.assign(merged.positions)
     assert torch.equal(merged.features, (owner + 1).float()[:, None].expand(-1, 8))
     model.eval()
     assert_anchors_equal(model.render_anchors(), merged)
@@ -728,16 +728,16 @@ def test_block_init_modes_select_all_seeds_what_cameras_see_or_the_cell_and_merg
     cell, seen, every = (momentum_model(block_init=mode) for mode in ("cell", "seen", "all-seeds"))
     anchors = Anchors.from_points(seen.seed_positions, seen.voxel_size, 8, 4)
     c2w, Ks, sizes = (seen.train_views[key] for key in ("camera_to_worlds", "Ks", "sizes"))
-    for block, cams in enumerate(seen.block_cameras):
-        in_cell = seen.partition.contains(anchors.positions, block, margin=seen.config.block_margin)
+    for block, cams in enumerate(seen.blocks.cameras):
+        in_cell = seen.blocks.partition.contains(anchors.positions, block, margin=seen.config.block_margin)
         views = view_counts(anchors.positions, c2w[cams], Ks[cams], sizes[cams])
-        counts = [model.blocks[block].anchors.num_anchors for model in (cell, seen, every)]
+        counts = [model.blocks.states[block].anchors.num_anchors for model in (cell, seen, every)]
         assert counts == [int(in_cell.sum()), int((in_cell | (views > 0)).sum()), anchors.num_anchors]
         assert int(in_cell.sum()) < int((in_cell | (views > 0)).sum())  # others' content in view is trained too
     for model in (cell, seen, every):
         model.run_dir = None
         model.merge()
-        assert torch.equal(sorted_rows(model.merged.positions), sorted_rows(anchors.positions))
+        assert torch.equal(sorted_rows(model.blocks.merged.positions), sorted_rows(anchors.positions))
 
 
 def test_view_counts_count_the_cameras_that_see_each_point() -> None:
@@ -764,15 +764,15 @@ def test_capped_keeps_the_cell_first_then_the_most_seen() -> None:
 def spread_offsets(model: MomentumGSModel) -> None:
     """Offsets reaching a few voxels out, so that growth has empty voxels to fill."""
     with torch.no_grad():
-        offsets = model.active_params["anchor_offsets"]
+        offsets = model.blocks.params["anchor_offsets"]
         offsets.copy_(torch.rand(offsets.shape, generator=torch.Generator().manual_seed(3)) * 6 - 3)
 
 
 def test_max_active_anchors_caps_every_block_and_its_growth() -> None:
     free = momentum_model()
-    cap = free.blocks[0].anchors.num_anchors // 3
+    cap = free.blocks.states[0].anchors.num_anchors // 3
     model = momentum_model(max_active_anchors=cap, refine_every=1, min_visit_fraction=0.0, grow_grad_threshold=0.0)
-    assert all(block.anchors.num_anchors == cap for block in model.blocks)
+    assert all(block.anchors.num_anchors == cap for block in model.blocks.states)
     optimizers = model_optimizers(model)
     spread_offsets(model)
     model.stats.gradient_sum.fill_(1.0)  # every offset qualifies for growth
@@ -781,19 +781,19 @@ def test_max_active_anchors_caps_every_block_and_its_growth() -> None:
     model.stats.opacity_sum.fill_(1.0)  # and no anchor is pruned
     model.nerf_optimizers = optimizers
     model._refine()
-    assert model.active_positions.shape[0] == cap  # full: nothing grows
+    assert model.blocks.positions.shape[0] == cap  # full: nothing grows
     with torch.no_grad():
         model.stats.opacity_sum[:5] = 0.0  # five anchors pruned make room for five new ones
     model._refine()
-    assert model.active_positions.shape[0] == cap
+    assert model.blocks.positions.shape[0] == cap
     uncapped = momentum_model(refine_every=1, min_visit_fraction=0.0, grow_grad_threshold=0.0)
     for name in ("gradient_sum", "gradient_count", "visits", "opacity_sum"):
         getattr(uncapped.stats, name).fill_(1.0)
     uncapped.nerf_optimizers = model_optimizers(uncapped)
     spread_offsets(uncapped)
-    before = uncapped.active_positions.shape[0]
+    before = uncapped.blocks.positions.shape[0]
     uncapped._refine()
-    assert uncapped.active_positions.shape[0] > before  # the same statistics grow anchors without a cap
+    assert uncapped.blocks.positions.shape[0] > before  # the same statistics grow anchors without a cap
 
 
 def test_invalid_block_settings_are_refused_in_one_line() -> None:
@@ -807,7 +807,7 @@ def test_export_properties_have_consistent_shapes() -> None:
     model.merge()
     model.eval()
     n = model.means.shape[0]
-    assert 0 < n <= model.merged.num_anchors * model.config.num_offsets
+    assert 0 < n <= model.blocks.merged.num_anchors * model.config.num_offsets
     assert model.means.shape == (n, 3) and model.scales.shape == (n, 3) and model.quats.shape == (n, 4)
     assert model.opacities.shape == (n, 1) and model.features_dc.shape == (n, 3)
     assert model.features_rest.shape == (n, 15, 3)  # SH degree 3 fitted to the decoder's colours
@@ -831,8 +831,8 @@ def test_step_post_backward_moves_the_teacher_by_ema_and_counts_the_step() -> No
     for name, value in model.teacher_decoder.state_dict().items():
         assert not torch.equal(decoder[name], old_teacher[name]), name  # the decoder did move
         assert torch.allclose(value, 0.9 * old_teacher[name] + 0.1 * decoder[name], atol=1e-7), name
-    assert model.blocks[0].steps == 1 and model.training_view is None and model.merged is None
-    visits = torch.zeros(model.active_positions.shape[0])
+    assert model.blocks.states[0].steps == 1 and model.training_view is None and model.blocks.merged is None
+    visits = torch.zeros(model.blocks.positions.shape[0])
     visits[visible_ids] = 1
     assert torch.equal(model.stats.visits, visits)
 
@@ -859,6 +859,8 @@ def test_training_metrics_log_the_decoders_drift_within_a_visit_and_its_gap_to_t
     assert second["decoder_drift_in_visit"] > 0.0 and second["decoder_teacher_gap"] > 0.0
     assert switched["active_block"] == 1.0 and switched["decoder_drift_in_visit"] == 0.0  # a new visit
     assert {"block_0_psnr", "block_1_psnr"} <= set(switched)
+    model.log_every = 2  # the trainer logs every 2nd step: the diagnostics skip the others
+    assert "decoder_drift_in_visit" not in logged(3) and logged(4)["decoder_drift_in_visit"] == 0.0
 
 
 def test_step_post_backward_merges_at_the_last_step() -> None:
@@ -866,9 +868,9 @@ def test_step_post_backward_merges_at_the_last_step() -> None:
     optimizers = model_optimizers(model)
     model.run_dir, model.last_step = None, 0
     train_step(model, optimizers, 0, ring_cameras()[0:1])
-    assert model.merged is not None and model.blocks == []
+    assert model.blocks.merged is not None and model.blocks.states == []
     expected = Anchors.from_points(model.seed_positions, model.voxel_size, 8, 4)
-    assert model.merged.num_anchors == expected.num_anchors
+    assert model.blocks.merged.num_anchors == expected.num_anchors
 
 
 # ---------------------------------------------------------------- device memory of a step

@@ -3,7 +3,7 @@
 The scene's anchors are split into a grid of blocks on the ground plane. A process trains one block
 at a time (its anchors and their Adam state on the device, the other blocks on the host), cycling
 through its share of the blocks every `steps_per_block` steps, so the number of blocks does not
-depend on the number of devices. All blocks decode their anchors with one shared decoder; a
+depend on the number of devices (blocks/block_set.py holds this schedule). All blocks decode their anchors with one shared decoder; a
 momentum (EMA) copy of it is the teacher of a consistency loss that keeps the decoder from drifting
 towards whichever block it saw last, and blocks that reconstruct worse than the best one get a
 larger loss weight. With several processes each trains its blocks and the decoder's gradients are
@@ -30,7 +30,8 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
-from distilled_gs_ns.blocks.block_state import BlockState, merge_blocks
+from distilled_gs_ns.blocks.block_set import BlockSet
+from distilled_gs_ns.blocks.block_state import BlockState
 from distilled_gs_ns.blocks.camera_assignment import assign_cameras
 from distilled_gs_ns.blocks.ground_plane import detect_up_axis
 from distilled_gs_ns.blocks.partition import BlockPartition
@@ -48,7 +49,6 @@ from distilled_gs_ns.models.splat_base import (
     SplatBaseModelConfig,
     planned_steps,
 )
-from distilled_gs_ns.optim.parameter_rows import install_parameter, optimizer_state
 from distilled_gs_ns.rendering.cameras import image_sizes, world_to_camera
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
 from distilled_gs_ns.scaffold.anchors import (
@@ -220,19 +220,9 @@ class MomentumGSModel(SplatBaseModel):
             min_visit_fraction=config.min_visit_fraction,
             max_anchors=config.max_active_anchors,
         )
-        self.partition: Optional[BlockPartition] = None
-        self.blocks: List[BlockState] = []
-        self.block_cameras: List[List[int]] = []
-        self.merged: Optional[Anchors] = None
-        self.merged_block_steps: List[int] = []
+        self._blocks: Optional[BlockSet] = None
         self.block_metrics = SmoothedBlockMetrics(1, self.config.metrics_smoothing)
         self.train_views: Dict[str, Tensor] = {}
-        self.owned_blocks: List[int] = []
-        self.process_rank = 0
-        self.process_count = 1
-        self.active_block: Optional[int] = None
-        self.active_positions: Optional[Tensor] = None
-        self.active_params: Dict[str, Parameter] = {}
         self.stats: Optional[AnchorStatistics] = None
         self.training_view: Optional[TrainingView] = None
         self.nerf_optimizers: Optional[Optimizers] = None
@@ -240,8 +230,10 @@ class MomentumGSModel(SplatBaseModel):
         self.last_step = -1
         self.block_planned_steps = 1
         self._render_cache: Optional[Tuple[Tuple, Anchors]] = None
-        self._visit_start: Optional[Tuple[Optional[int], Tensor]] = None
-        """(block, decoder parameters when it was swapped in), for the drift diagnostic."""
+        self._visit_start: Optional[Tensor] = None
+        """The decoder's parameters when the active block was swapped in, for the drift diagnostic."""
+        self.log_every = 1
+        """The trainer's steps_per_log: the diagnostics are computed only on the steps it logs."""
         self._bake_cache: Optional[Tuple[Tuple, RenderGaussians, Optional[RenderGaussians]]] = None
         """(key, bake, bake fitted to the model's renders or None until asked for)."""
 
@@ -266,14 +258,14 @@ class MomentumGSModel(SplatBaseModel):
         sizes = image_sizes(cameras)
         self.train_views = {"camera_to_worlds": c2w, "Ks": Ks, "sizes": sizes}
         try:
-            self.partition = BlockPartition.fit(
+            partition = BlockPartition.fit(
                 anchors.positions, detect_up_axis(c2w), tuple(self.config.block_grid), self.config.block_split
             )
         except ValueError as error:
             raise UserInputError(f"cannot split the scene into {self.config.block_grid} blocks: {error}") from error
-        block_ids = self.partition.assign(anchors.positions)
-        self.block_cameras = assign_cameras(
-            self.partition,
+        block_ids = partition.assign(anchors.positions)
+        block_cameras = assign_cameras(
+            partition,
             c2w,
             Ks,
             sizes,
@@ -282,27 +274,27 @@ class MomentumGSModel(SplatBaseModel):
             position_margin=self.config.camera_position_margin,
             visibility_threshold=self.config.camera_visibility_threshold,
         )
-        parts = self._block_anchors(anchors)
+        parts = self._block_anchors(anchors, partition, block_cameras)
         empty = (torch.bincount(block_ids, minlength=len(parts)) == 0).nonzero().flatten().tolist()
         if empty:
             raise UserInputError(
                 f"blocks {empty} of the {self.config.block_grid} grid hold no anchors: use fewer blocks "
                 "(--pipeline.model.block-grid) or --pipeline.model.block-split quantile"
             )
-        self.blocks = [BlockState(anchors=part) for part in parts]
-        self.block_metrics = SmoothedBlockMetrics(len(self.blocks), self.config.metrics_smoothing)
+        states = [BlockState(anchors=part) for part in parts]
+        self._blocks = BlockSet(partition, block_cameras, states, self.config.steps_per_block)
+        self.block_metrics = SmoothedBlockMetrics(len(states), self.config.metrics_smoothing)
         self.configure_processes(rank, world_size)
-        self._activate(self.owned_blocks[0])
-        if self.process_rank == 0:
-            print_partition(self.voxel_size, self._block_sizes(), self.block_cameras, self.process_count)
+        self._activate(self.blocks.owned[0])
+        if rank == 0:
+            print_partition(self.voxel_size, self.blocks.sizes(), block_cameras, world_size)
 
-    def _block_anchors(self, anchors: Anchors) -> List[Anchors]:
+    def _block_anchors(self, anchors: Anchors, partition: BlockPartition, block_cameras: List[List[int]]) -> List[Anchors]:
         """Each block's training anchors (`block_init`), at most `max_active_anchors` of them."""
-        assert self.partition is not None
         return block_anchors(
             anchors,
-            self.partition,
-            self.block_cameras,
+            partition,
+            block_cameras,
             self.train_views,
             self.config.block_init,
             self.config.block_margin,
@@ -310,81 +302,42 @@ class MomentumGSModel(SplatBaseModel):
         )
 
     def configure_processes(self, rank: int, world_size: int) -> None:
-        """Blocks b with b % world_size == rank are this process's share."""
-        count = len(self.blocks)
-        if count < world_size:
-            raise UserInputError(
-                f"{world_size} processes but only {count} blocks: every process needs a block "
-                "(raise --pipeline.model.block-grid or lower --machine.num-devices)"
-            )
-        if count % world_size:
-            CONSOLE.print(
-                f"[yellow]{count} blocks over {world_size} processes: processes with fewer blocks give each "
-                "of them more steps"
-            )
-        self.process_rank, self.process_count = rank, world_size
-        self.owned_blocks = [block for block in range(count) if block % world_size == rank]
+        """This process's share of the blocks (see BlockSet.assign)."""
+        self.blocks.assign(rank, world_size)
         if self.config.camera_optimizer.mode != "off" and world_size > 1:
             raise UserInputError("camera pose optimisation is per process and not shared: use one process or mode off")
 
-    def _block_sizes(self) -> List[int]:
-        return [block.anchors.num_anchors for block in self.blocks]
-
-    # ------------------------------------------------------------------ the active block
+    @property
+    def blocks(self) -> BlockSet:
+        if self._blocks is None:
+            raise RuntimeError("momentum-gs model has no anchors: it was neither set up for training nor loaded")
+        return self._blocks
 
     def block_for_step(self, step: int) -> int:
-        return self.owned_blocks[(step // self.config.steps_per_block) % len(self.owned_blocks)]
+        return self.blocks.block_for_step(step)
 
     def active_anchors(self) -> Anchors:
-        assert self.active_positions is not None
-        return Anchors(
-            positions=self.active_positions,
-            **{name: self.active_params[group] for group, name in TRAINED_FIELDS.items()},
-        )
+        return self.blocks.active_anchors()
 
     def _activate(self, block: int) -> None:
-        """Move `block`'s anchors and Adam state to the device and hand them to the optimisers."""
-        state = self.blocks[block]
-        self.active_positions = state.anchors.positions.to(self.device, copy=True)
-        self.active_params = {
-            group: Parameter(getattr(state.anchors, name).to(self.device, copy=True)) for group, name in TRAINED_FIELDS.items()
-        }
-        self.active_block = block
-        self.stats = self.strategy.initialize_state(state.anchors.num_anchors, self.config.num_offsets, self.device)
-        self._install_active()
-
-    def _install_active(self) -> None:
-        if self.nerf_optimizers is None or self.active_block is None:
-            return
-        state = self.blocks[self.active_block]
-        for group, param in self.active_params.items():
-            optimizer = self.nerf_optimizers.optimizers[group]
-            if optimizer.param_groups[0]["params"][0] is not param:
-                install_parameter(optimizer, param, state.optimizer_state.get(group, {}))
-            self.nerf_optimizers.parameters[group] = [param]
-
-    def _stash_active(self) -> None:
-        """Copy the active block's tensors and Adam state into its host-side state."""
-        if self.active_block is None:
-            return
-        state = self.blocks[self.active_block]
-        host = torch.device("cpu")
-        values = {name: self.active_params[group].detach().to(host, copy=True) for group, name in TRAINED_FIELDS.items()}
-        state.anchors = Anchors(positions=self.active_positions.to(host, copy=True), **values)  # type: ignore[union-attr]
+        """Bring `block` onto the device with fresh refinement statistics, and its Adam state into the
+        optimisers once they exist."""
+        self.blocks.activate(block, self.device)
+        count = self.blocks.states[block].anchors.num_anchors
+        self.stats = self.strategy.initialize_state(count, self.config.num_offsets, self.device)
+        self._visit_start = self._decoder_vector()
         if self.nerf_optimizers is not None:
-            state.optimizer_state = {
-                group: optimizer_state(self.nerf_optimizers.optimizers[group], param, host)
-                for group, param in self.active_params.items()
-            }
+            self.blocks.install(self.nerf_optimizers)
 
     def _deactivate(self) -> None:
-        self._stash_active()
-        self.active_block, self.active_positions, self.active_params, self.stats = None, None, {}, None
+        self.blocks.deactivate(self.nerf_optimizers)
+        self.stats = None
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        if not self.active_params:  # ns-viewer/export/eval build no optimisers; keep the names valid
-            self.active_params = {group: Parameter(torch.empty(0, device=self.device)) for group in TRAINED_FIELDS}
-        groups: Dict[str, List[Parameter]] = {group: [param] for group, param in self.active_params.items()}
+        active = self._blocks.params if self._blocks is not None else {}
+        if not active:  # ns-viewer/export/eval build no optimisers; keep the names valid
+            active = {group: Parameter(torch.empty(0, device=self.device)) for group in TRAINED_FIELDS}
+        groups: Dict[str, List[Parameter]] = {group: [param] for group, param in active.items()}
         for name in DECODER_GROUPS:
             groups[name] = list(getattr(self.decoder, name).parameters())
         self.camera_optimizer.get_param_groups(param_groups=groups)
@@ -393,15 +346,7 @@ class MomentumGSModel(SplatBaseModel):
         return groups
 
     def trained_scene_parameters(self) -> Dict[str, Tensor]:
-        return {**self.active_params, **{f"decoder.{k}": v for k, v in self.decoder.named_parameters()}}
-
-    def active_state_bytes(self) -> int:
-        """Bytes of anchor state on the device: the active block's tensors and their Adam moments
-        (the other blocks wait on the host)."""
-        count = self.active_positions.numel() if self.active_positions is not None else 0
-        for param in self.active_params.values():
-            count += 3 * param.numel()  # value, exp_avg, exp_avg_sq
-        return 4 * count
+        return {**self.blocks.params, **{f"decoder.{k}": v for k, v in self.decoder.named_parameters()}}
 
     def decoder_state_bytes(self) -> int:
         """Bytes of the shared decoder on the device: its parameters, their Adam moments, the teacher."""
@@ -411,111 +356,63 @@ class MomentumGSModel(SplatBaseModel):
 
     # ------------------------------------------------------------------ the merged model
 
-    def all_block_anchors(self) -> List[Anchors]:
-        """Every block's anchors, the active one with its live values (detached)."""
-        result = []
-        for index, block in enumerate(self.blocks):
-            if index == self.active_block:
-                result.append(self.active_anchors().map(Tensor.detach))
-            else:
-                result.append(block.anchors)
-        return result
-
     def render_anchors(self) -> Anchors:
-        """The merged anchors outside training: the final merge, or the blocks cropped on the fly
-        (a checkpoint saved before the end renders the same way)."""
-        key = (self.step, self.merged is None, len(self.blocks))
+        """The merged anchors on the device, cached per step (see BlockSet.anchors)."""
+        key = (self.step, self.blocks.merged is None, len(self.blocks.states))
         if self._render_cache is None or self._render_cache[0] != key:
-            if self.merged is not None:
-                anchors = self.merged
-            elif self.partition is not None and self.blocks:
-                anchors = merge_blocks(self.partition, self.all_block_anchors())
-            else:
-                raise RuntimeError("momentum-gs model has no anchors: it was neither set up for training nor loaded")
-            anchors = anchors.map(lambda tensor: tensor.to(self.device))
-            self._render_cache = (key, anchors)
+            self._render_cache = (key, self.blocks.anchors().map(lambda tensor: tensor.to(self.device)))
         return self._render_cache[1]
 
     @torch.no_grad()
     def merge(self) -> None:
         """Gather every block, crop each to its cell, keep the union as the model's only anchors."""
-        self.sync_blocks()
-        merged = merge_blocks(self.partition, [block.anchors for block in self.blocks])  # type: ignore[arg-type]
-        per_block = torch.bincount(self.partition.assign(merged.positions), minlength=len(self.blocks))  # type: ignore[union-attr]
+        blocks = self.blocks
+        count = len(blocks.states)
+        merged = blocks.merge(self.nerf_optimizers)
+        self.stats, self._render_cache = None, None
         checksums = process_group.all_gather_objects(decoder_checksum(self.decoder, self.teacher_decoder))
         if len(set(checksums)) != 1:
             raise RuntimeError(f"the shared decoder differs between processes after training: {checksums}")
-        self.merged_block_steps = [block.steps for block in self.blocks]
-        if self.run_dir is not None and self.process_rank == 0:
+        if self.run_dir is not None and blocks.rank == 0:
+            per_block = torch.bincount(blocks.partition.assign(merged.positions), minlength=count)
             results = {
                 "merged_anchors": merged.num_anchors,
                 "merged_anchors_per_block": per_block.tolist(),
-                "steps_per_block_trained": self.merged_block_steps,
+                "steps_per_block_trained": blocks.merged_steps,
                 "decoder_checksum_per_process": checksums,
             }
             write_summary(self.run_dir, results, update=True)
-        self._deactivate()
-        self.merged, self.blocks, self._render_cache = merged, [], None
 
     def prepare_checkpoint(self) -> None:
-        if self.merged is None:
-            self.sync_blocks()
-
-    def sync_blocks(self) -> None:
-        """Bring every process's copy of every block up to date (before a checkpoint or the merge)."""
-        self._stash_active()
-        if not process_group.is_distributed():
-            return
-        mine = {block: self.blocks[block].to_dict() for block in self.owned_blocks}
-        for shared in process_group.all_gather_objects(mine):
-            for block, data in shared.items():
-                if block not in self.owned_blocks:
-                    self.blocks[block] = BlockState.from_dict(data)
-        self._render_cache = None
-
-    def _resplit_merged(self) -> None:
-        """Continue training from a merged checkpoint: split its anchors into blocks again."""
-        assert self.merged is not None and self.partition is not None
-        parts = self._block_anchors(self.merged)
-        steps = self.merged_block_steps or [0] * len(parts)
-        self.blocks = [BlockState(anchors=part, steps=steps[index]) for index, part in enumerate(parts)]
-        self.merged, self._render_cache = None, None
-        self.configure_processes(process_group.rank(), process_group.world_size())
+        if self.blocks.merged is None:
+            self.blocks.sync(self.nerf_optimizers)
+            self._render_cache = None
 
     # ------------------------------------------------------------------ checkpoints
 
     def get_extra_state(self) -> Dict:
-        if self.merged is None:
-            self._stash_active()
-        merged = None if self.merged is None else self.merged.map(lambda tensor: tensor.detach().cpu()).tensors()
+        blocks = self._blocks
+        if blocks is not None:
+            blocks.stash(self.nerf_optimizers)
         return {
             "voxel_size": self.voxel_size,
-            "partition": None if self.partition is None else self.partition.to_dict(),
-            "block_cameras": self.block_cameras,
-            "blocks": [block.to_dict() for block in self.blocks],
-            "merged": merged,
-            "merged_block_steps": self.merged_block_steps,
+            **(blocks.to_dict() if blocks is not None else {"partition": None}),
             "block_metrics": self.block_metrics.state_dict(),
             "train_views": self.train_views,
         }
 
     def set_extra_state(self, state: Dict) -> None:
         self.voxel_size = float(state["voxel_size"])
-        self.partition = None if state["partition"] is None else BlockPartition.from_dict(state["partition"])
-        self.block_cameras = [list(cams) for cams in state["block_cameras"]]
-        self.blocks = [BlockState.from_dict(block) for block in state["blocks"]]
-        self.merged = None if state["merged"] is None else Anchors(**state["merged"])
-        self.merged_block_steps = list(state["merged_block_steps"])
-        count = len(self.blocks) or len(self.block_cameras) or 1
+        self._blocks = None if state["partition"] is None else BlockSet.from_dict(state, self.config.steps_per_block)
+        count = len(self._blocks.cameras) if self._blocks is not None else 1
         self.block_metrics = SmoothedBlockMetrics(count, self.config.metrics_smoothing)
         self.block_metrics.load_state_dict(state["block_metrics"])
         self.train_views = dict(state["train_views"])
         if "size" in self.train_views:  # checkpoints before per-camera sizes: one size for every camera
             count = self.train_views["Ks"].shape[0]
             self.train_views["sizes"] = self.train_views.pop("size").reshape(1, 2).expand(count, 2).clone()
-        self.active_block, self.active_positions, self.active_params, self.stats = None, None, {}, None
-        self._render_cache = self._bake_cache = None
-        if self.blocks:
+        self.stats, self._render_cache, self._bake_cache = None, None, None
+        if self._blocks is not None and self._blocks.states:
             self.configure_processes(process_group.rank(), process_group.world_size())
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
@@ -529,12 +426,16 @@ class MomentumGSModel(SplatBaseModel):
         trainer = training_callback_attributes.trainer
         self.run_dir = Path(trainer.base_dir)
         self.last_step = planned_steps(trainer) - 1
-        if self.merged is not None:
-            self._resplit_merged()
-        self.block_planned_steps = max(1, planned_steps(trainer) // max(1, len(self.owned_blocks)))
-        if self.process_rank == 0 and self.partition is not None:
-            sizes, processes = self._block_sizes(), self.process_count
-            write_summary(self.run_dir, partition_summary(self.partition, self.voxel_size, sizes, self.block_cameras, processes))
+        self.log_every = max(1, trainer.config.logging.steps_per_log)
+        blocks = self.blocks
+        if blocks.merged is not None:  # continue training from a merged checkpoint: split it again
+            blocks.resplit(lambda merged: self._block_anchors(merged, blocks.partition, blocks.cameras))
+            self._render_cache = None
+            self.configure_processes(process_group.rank(), process_group.world_size())
+        self.block_planned_steps = max(1, planned_steps(trainer) // len(blocks.owned))
+        if blocks.rank == 0:
+            summary = partition_summary(blocks.partition, self.voxel_size, blocks.sizes(), blocks.cameras, blocks.world_size)
+            write_summary(self.run_dir, summary)
         return super().get_training_callbacks(training_callback_attributes)
 
     def step_cb(self, optimizers: Optimizers, step: int) -> None:
@@ -542,10 +443,10 @@ class MomentumGSModel(SplatBaseModel):
         self.nerf_optimizers = optimizers
         self.optimizers = optimizers.optimizers
         target = self.block_for_step(step)
-        if self.active_block != target:
+        if self.blocks.active != target:
             self._deactivate()
             self._activate(target)
-        self._install_active()
+        self.blocks.install(optimizers)
         if self.config.block_weighting and process_group.is_distributed() and step % self.config.steps_per_block == 0:
             self._share_block_metrics()
 
@@ -554,8 +455,8 @@ class MomentumGSModel(SplatBaseModel):
         blocks switch (the same steps on every rank): a block's smoothed metrics move slowly, and
         the official code re-measures them only every 1000 steps."""
         metrics = self.block_metrics
-        owned = torch.zeros(len(self.blocks), dtype=torch.bool)
-        owned[self.owned_blocks] = True
+        owned = torch.zeros(len(self.blocks.states), dtype=torch.bool)
+        owned[self.blocks.owned] = True
         local = torch.stack([metrics.psnr, metrics.ssim, metrics.measured.double()]) * owned.double()
         total = process_group.all_reduce_sum(local)
         metrics.psnr, metrics.ssim, metrics.measured = total[0], total[1], total[2] > 0
@@ -571,7 +472,7 @@ class MomentumGSModel(SplatBaseModel):
             self.strategy.step_post_backward(self.stats, self.info, view.ids, view.spawn, view.gaussians.opacities)
         if self.config.momentum_teacher:
             ema_update_(self.teacher_decoder, self.decoder, self.config.momentum)
-        block = self.blocks[self.active_block]  # type: ignore[index]
+        block = self.blocks.states[self.blocks.active]  # type: ignore[index]
         block.steps += 1
         if self.strategy.refines_at(block.steps, self.block_planned_steps):
             self._refine()
@@ -583,11 +484,10 @@ class MomentumGSModel(SplatBaseModel):
         """Grow and prune the active block's anchors; their Parameters change in the optimisers."""
         assert self.stats is not None and self.nerf_optimizers is not None
         optimizers = {group: self.nerf_optimizers.optimizers[group] for group in TRAINED_FIELDS}
-        self.active_positions, self.active_params, self.stats = self.strategy.refine(
-            self.stats, self.active_anchors(), self.active_params, optimizers, self.voxel_size
+        positions, params, self.stats = self.strategy.refine(
+            self.stats, self.active_anchors(), self.blocks.params, optimizers, self.voxel_size
         )
-        for group, param in self.active_params.items():
-            self.nerf_optimizers.parameters[group] = [param]
+        self.blocks.replace_active(positions, params, self.nerf_optimizers)
 
     # ------------------------------------------------------------------ rendering
 
@@ -630,9 +530,9 @@ class MomentumGSModel(SplatBaseModel):
     # ------------------------------------------------------------------ losses
 
     def current_block_weight(self) -> float:
-        if not self.config.block_weighting or self.active_block is None:
+        if not self.config.block_weighting or self.blocks.active is None:
             return 1.0
-        return float(self.block_metrics.weights(self.config.weighting_sigma)[self.active_block])
+        return float(self.block_metrics.weights(self.config.weighting_sigma)[self.blocks.active])
 
     def extra_losses(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         view = self.training_view
@@ -647,38 +547,42 @@ class MomentumGSModel(SplatBaseModel):
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
-        if not self.training or self.active_block is None:
+        active = self.blocks.active
+        if not self.training or active is None:
             return loss_dict
         if self.config.block_weighting:
             with torch.no_grad():
                 gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
                 pred, target = outputs["rgb"].permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None]
                 psnr = -10.0 * torch.log10(F.mse_loss(pred, target).clamp(min=1e-10))
-                self.block_metrics.update(self.active_block, float(psnr), float(self.ssim(target, pred)))
+                self.block_metrics.update(active, float(psnr), float(self.ssim(target, pred)))
         weight = self.current_block_weight()
         if metrics_dict is not None:
             metrics_dict["block_weight"] = weight
-            metrics_dict["active_block"] = float(self.active_block)
-            metrics_dict["device_anchor_state_mb"] = self.active_state_bytes() / 2**20
+            metrics_dict["active_block"] = float(active)
+            metrics_dict["device_anchor_state_mb"] = self.blocks.active_state_bytes() / 2**20
             metrics_dict["device_decoder_state_mb"] = self.decoder_state_bytes() / 2**20
-            metrics_dict.update(self._decoder_diagnostics())
+            if self.step % self.log_every == 0:
+                metrics_dict.update(self._decoder_diagnostics())
         return {name: weight * value for name, value in loss_dict.items()}
+
+    def _decoder_vector(self) -> Tensor:
+        return torch.cat([param.detach().reshape(-1) for param in self.decoder.parameters()])
 
     @torch.no_grad()
     def _decoder_diagnostics(self) -> Dict[str, float]:
-        """Why the momentum teacher helps or not, logged every step: the decoder's relative drift
-        since the active block was swapped in, its relative distance to the teacher, and the
-        smoothed training PSNR of each of this process's blocks."""
-        current = torch.cat([param.detach().reshape(-1) for param in self.decoder.parameters()])
-        if self._visit_start is None or self._visit_start[0] != self.active_block:
-            self._visit_start = (self.active_block, current.clone())
+        """Why the momentum teacher helps or not, on the logged steps (they sync the device): the
+        decoder's relative drift since the active block was swapped in, its relative distance to the
+        teacher, and the smoothed training PSNR of each of this process's blocks."""
+        current = self._decoder_vector()
+        start = current if self._visit_start is None else self._visit_start
         scale = float(current.norm().clamp(min=1e-12))
         teacher = torch.cat([param.reshape(-1) for param in self.teacher_decoder.parameters()])
         diagnostics = {
-            "decoder_drift_in_visit": float((current - self._visit_start[1]).norm()) / scale,
+            "decoder_drift_in_visit": float((current - start).norm()) / scale,
             "decoder_teacher_gap": float((current - teacher).norm()) / scale,
         }
-        for block in self.owned_blocks:
+        for block in self.blocks.owned:
             if bool(self.block_metrics.measured[block]):
                 diagnostics[f"block_{block}_psnr"] = float(self.block_metrics.psnr[block])
         return diagnostics
@@ -689,7 +593,7 @@ class MomentumGSModel(SplatBaseModel):
         """The merged anchors as explicit Gaussians with SH colours of `config.sh_degree`, fitted to
         the model's renders unless `fitted` is False (the fit keeps the rows and their positions, so
         the unfitted bake answers `means`, e.g. for the viewer's initial point cloud, without it)."""
-        key = (self.step, self.merged is None, len(self.blocks))
+        key = (self.step, self.blocks.merged is None, len(self.blocks.states))
         if self._bake_cache is None or self._bake_cache[0] != key:
             with torch.no_grad():
                 baked = bake_anchors_with_sh(
@@ -727,8 +631,8 @@ class MomentumGSModel(SplatBaseModel):
     @property
     def num_points(self) -> int:
         """Anchors: the active block's while training, the merged model's otherwise."""
-        if self.training and self.active_block is not None:
-            return int(self.active_positions.shape[0])  # type: ignore[union-attr]
+        if self.training and self._blocks is not None and self._blocks.positions is not None:
+            return int(self._blocks.positions.shape[0])
         return self.render_anchors().num_anchors
 
     @property

@@ -53,7 +53,7 @@ class BlockPipeline(SplatPipeline):
         """The block's cameras in a fresh random order each pass, like nerfstudio's datamanager."""
         queue = self._queues.get(block)
         if not queue:
-            queue = list(self.model.block_cameras[block])
+            queue = list(self.model.blocks.cameras[block])
             self._shuffle.shuffle(queue)
             self._queues[block] = queue
         return queue.pop()
@@ -70,7 +70,7 @@ class BlockPipeline(SplatPipeline):
 
     def get_train_loss_dict(self, step: int):
         block = self.model.block_for_step(step)
-        assert self.model.active_block == block, "the model activates its block in its BEFORE_TRAIN_ITERATION callback"
+        assert self.model.blocks.active == block, "the model activates its block in its BEFORE_TRAIN_ITERATION callback"
         camera, batch = self._train_view(self._next_camera(block))
         with SavedTensorBytes() as saved:
             outputs = self.model(camera)
