@@ -7,6 +7,7 @@ held-out views (every 8th):
   1 block, S steps (as many as each block gets) | 1 block, N*S steps (equal compute)
   | N independent blocks (shared decoder, no teacher, no weighting) | + momentum distillation
   | + block weighting (the full method) | 1 block without a cap (what the cap costs)
+  | + momentum / full with a slower teacher (m 0.99, lambda_c 5)
   | with --processes-row: 2N blocks on 2 gloo processes (blocks > processes).
 Memory per row (max over the run, from the model's tensorboard metrics): the active block's anchor
 state (anchors + Adam moments), the shared decoder (+ moments + teacher), and the step's activations
@@ -36,6 +37,8 @@ from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data.wide_scene import make_wide_scene
 
 BIN = Path(sys.executable).parent
+SLOW_TEACHER = ["--pipeline.model.momentum", "0.99", "--pipeline.model.consistency-weight", "5"]
+"""A teacher that remembers ~100 steps instead of ~10, at a tenth of the paper's lambda_c."""
 MEMORY_TAGS = ("device_anchor_state_mb", "device_decoder_state_mb", "device_activation_mb")
 
 
@@ -50,6 +53,8 @@ def rows(blocks: int, steps: int, processes_row: bool) -> Dict[str, Dict]:
         "+ momentum distillation": dict(grid=grid, steps=blocks * steps, teacher=True, weighting=False),
         "+ block weighting (full)": dict(grid=grid, steps=blocks * steps, teacher=True, weighting=True),
         "1 block, N*S steps, no cap": dict(grid=(1, 1), steps=blocks * steps, teacher=False, weighting=False, cap=False),
+        "+ momentum, m 0.99, lambda_c 5": dict(grid=grid, steps=blocks * steps, teacher=True, weighting=False, flags=SLOW_TEACHER),
+        "full, m 0.99, lambda_c 5": dict(grid=grid, steps=blocks * steps, teacher=True, weighting=True, flags=SLOW_TEACHER),
     }
     if processes_row:
         table["full, 2N blocks on 2 processes"] = dict(
@@ -81,7 +86,7 @@ def train(name: str, row: Dict, seed: int, scene: Path, runs: Path, cap: int, st
             "--pipeline.model.max-active-anchors", str(cap if row.get("cap", True) else 0),
             "--pipeline.model.momentum-teacher", str(row["teacher"]),
             "--pipeline.model.block-weighting", str(row["weighting"]),
-            "--viewer.quit-on-train-completion", "True",
+            "--viewer.quit-on-train-completion", "True", *row.get("flags", []),
         ]
     )  # fmt: skip
     run(["ns-eval", "--load-config", str(run_dir / "config.yml"), "--output-path", str(run_dir / "eval.json")])
