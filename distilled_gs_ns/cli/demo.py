@@ -4,7 +4,8 @@ The three teachers, the student distilled from them, what a user could pick inst
 Gaussian count (3DGS-MCMC capped at it; the standard teacher pruned to it by importance and
 fine-tuned) and two same-budget baselines without distillation (3DGS capped at the student's count,
 and the student's budget recipe without teachers), all with the demo's short schedule; every stage
-runs the real ns-* commands, so the demo also proves the plugin works end to end.
+is trained by ns-train and exported and evaluated by ns-export's and ns-eval's own code, so the demo
+also proves the plugin works end to end.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from distilled_gs_ns.errors import UserInputError
 @dataclass
 class Demo:
     """The whole Distilled-3DGS recipe on the scene shipped in the package (teachers, student, the
-    student's same-budget peers), exported and evaluated with the real ns-* commands; prints the table."""
+    student's same-budget peers), trained with ns-train, exported and evaluated by ns-export's and ns-eval's code; prints the table."""
 
     output_dir: Path = Path("demo_outputs")
     """Where runs, PLYs and logs go."""

@@ -3,7 +3,7 @@
 Trains the three teachers (or takes trained ones), distils the student from them, trains the
 same-budget peers the user picks (what they could use instead, at the student's Gaussian count),
 exports every model (PLY, and the chosen format), evaluates the held-out views with ns-eval and ends
-with one table and a labelled side-by-side image. Each stage runs the real ns-* commands and is
+with one table and a labelled side-by-side image. Each stage runs ns-train, then ns-export's and ns-eval's code in process, and is
 kept: running again with the same settings resumes after the last finished stage.
 """
 
