@@ -634,6 +634,20 @@ def test_render_decodes_visible_anchors_and_backward_reaches_block_and_decoder()
     assert all(p.grad is None for p in model.teacher_decoder.parameters())
 
 
+def test_a_view_without_anchors_still_gives_the_decoder_a_gradient(monkeypatch) -> None:
+    """nerfstudio skips optimisers without gradients; the decoder's all-reduce needs every rank to step,
+    whatever the rasteriser does with no Gaussians (here: a render not connected to them)."""
+    model = momentum_model()
+    optimizers = model_optimizers(model)
+    away = square_cameras(look_at(torch.tensor([0.0, -3.0, 0.0]), torch.tensor([0.0, -6.0, 0.0]))[None])
+    blank = (torch.zeros(1, SIZE, SIZE, 3), torch.zeros(1, SIZE, SIZE, 1), {"means2d": torch.zeros(1, 0, 2)})
+    monkeypatch.setattr(model, "rasterize_view", lambda *args, **kwargs: blank)
+    forward_backward(model, optimizers, 0, away)
+    assert model.training_view.ids.numel() == 0
+    for param in model.decoder.parameters():
+        assert param.grad is not None and not bool(param.grad.any())
+
+
 def test_block_swap_round_trips_anchor_values() -> None:
     model = momentum_model()
     gen = torch.Generator().manual_seed(5)

@@ -536,8 +536,12 @@ class MomentumGSModel(SplatBaseModel):
 
     def extra_losses(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         view = self.training_view
-        if not self.training or view is None or view.ids.numel() == 0:
+        if not self.training or view is None:
             return {}
+        if view.ids.numel() == 0:
+            # nerfstudio steps only the optimisers that got gradients, and the decoder's averaged Adam
+            # all-reduces in its step: a zero gradient keeps a rank that sees no anchor in step.
+            return {"decoder_in_step": 0.0 * sum(param.sum() for param in self.decoder.parameters())}
         losses: Dict[str, Tensor] = {}
         if view.gaussians.scales.shape[0]:
             losses["volume_reg"] = self.config.volume_weight * view.gaussians.scales.prod(dim=-1).mean()
