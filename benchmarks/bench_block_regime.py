@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
+from momentum_runs import slug, train_and_evaluate
 from tensorboard_events import scalars
 
 from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data.wide_scene import make_wide_scene
 
-BIN = Path(sys.executable).parent
 SLOW_TEACHER = ["--pipeline.model.momentum", "0.99", "--pipeline.model.consistency-weight", "5"]
 """A teacher that remembers ~100 steps instead of ~10, at a tenth of the paper's lambda_c."""
 MEMORY_TAGS = ("device_anchor_state_mb", "device_decoder_state_mb", "device_activation_mb")
@@ -63,34 +60,16 @@ def rows(blocks: int, steps: int, processes_row: bool) -> Dict[str, Dict]:
     return table
 
 
-def run(args: List[str]) -> None:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
-    proc = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-
-
 def train(name: str, row: Dict, seed: int, scene: Path, runs: Path, cap: int, steps_per_block: int) -> Path:
-    slug = name.replace(" ", "-").replace("+", "plus").replace(",", "").replace("*", "x")
-    experiment = f"{slug}-seed{seed}"
-    run_dir = runs / experiment / "momentum-gs" / "run"
-    if (run_dir / "eval.json").exists():
-        return run_dir
     switch = min(500, max(1, steps_per_block // 4))
     flags = ShortMomentumRun(row["steps"], block_grid=row["grid"], steps_per_block=switch).flags()
-    run(
-        [
-            "ns-train", "momentum-gs", "--data", str(scene), "--output-dir", str(runs),
-            "--experiment-name", experiment, "--timestamp", "run", *flags,
-            "--machine.seed", str(seed), "--machine.num-devices", str(row.get("processes", 1)),
-            "--pipeline.model.max-active-anchors", str(cap if row.get("cap", True) else 0),
-            "--pipeline.model.momentum-teacher", str(row["teacher"]),
-            "--pipeline.model.block-weighting", str(row["weighting"]),
-            "--viewer.quit-on-train-completion", "True", *row.get("flags", []),
-        ]
-    )  # fmt: skip
-    run(["ns-eval", "--load-config", str(run_dir / "config.yml"), "--output-path", str(run_dir / "eval.json")])
-    return run_dir
+    flags += [
+        "--machine.seed", str(seed), "--machine.num-devices", str(row.get("processes", 1)),
+        "--pipeline.model.max-active-anchors", str(cap if row.get("cap", True) else 0),
+        "--pipeline.model.momentum-teacher", str(row["teacher"]),
+        "--pipeline.model.block-weighting", str(row["weighting"]), *row.get("flags", []),
+    ]  # fmt: skip
+    return train_and_evaluate(f"{slug(name)}-seed{seed}", scene, runs, flags)
 
 
 def measure(run_dir: Path) -> Dict[str, float]:

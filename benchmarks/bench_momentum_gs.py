@@ -20,20 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
+from momentum_runs import METHOD, run, slug, train_and_evaluate
 from tensorboard_events import scalars
 
 from distilled_gs_ns.configs.demo import ShortMomentumRun
 from distilled_gs_ns.data.wide_scene import make_wide_scene
 
-BIN = Path(sys.executable).parent
-METHOD = "momentum-gs"
 SETTINGS = {
     "1 block": dict(grid=(1, 1), teacher=False, weighting=False, processes=1),
     "4 independent blocks": dict(grid=(2, 2), teacher=False, weighting=False, processes=1),
@@ -67,36 +63,19 @@ and what its cameras see (VastGaussian's coverage selection) instead of every se
 method on its cell only (the lowest-memory start)."""
 
 
-def run(args: List[str]) -> str:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
-    proc = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
-
-
 def train(name: str, setting: Dict, scene: Path, runs: Path, steps: int, device: str) -> Path:
     blocks = setting["grid"][0] * setting["grid"][1]
     per_process_steps = steps * blocks // setting["processes"]
-    run_dir = runs / name.replace(" ", "-").replace("+", "plus").replace(",", "") / METHOD / "run"
-    if not (run_dir / "eval.json").exists():
-        flags = ShortMomentumRun(
-            per_process_steps, device=device, block_grid=setting["grid"], steps_per_block=max(steps // 8, 1)
-        ).flags()
-        run(
-            [
-                "ns-train", METHOD, "--data", str(scene), "--output-dir", str(runs),
-                "--experiment-name", run_dir.parent.parent.name, "--timestamp", "run",
-                *flags,
-                "--machine.num-devices", str(setting["processes"]),
-                "--pipeline.model.momentum-teacher", str(setting["teacher"]),
-                "--pipeline.model.block-weighting", str(setting["weighting"]),
-                "--viewer.quit-on-train-completion", "True",
-                *setting.get("extra", []),
-            ]
-        )  # fmt: skip
-        run(["ns-eval", "--load-config", str(run_dir / "config.yml"), "--output-path", str(run_dir / "eval.json")])
-    return run_dir
+    flags = ShortMomentumRun(
+        per_process_steps, device=device, block_grid=setting["grid"], steps_per_block=max(steps // 8, 1)
+    ).flags()
+    flags += [
+        "--machine.num-devices", str(setting["processes"]),
+        "--pipeline.model.momentum-teacher", str(setting["teacher"]),
+        "--pipeline.model.block-weighting", str(setting["weighting"]),
+        *setting.get("extra", []),
+    ]  # fmt: skip
+    return train_and_evaluate(slug(name), scene, runs, flags)
 
 
 def step_cost(run_dir: Path, skip_fraction: float = 0.1) -> Dict[str, float]:
