@@ -11,12 +11,12 @@ from typing import List
 import torch
 from nerfstudio.cameras.cameras import Cameras
 
-from distilled_gs_ns.models.splat_base import SplatBaseModel
+from distilled_gs_ns.models.splat_render import SplatRenderModel
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
 
 
 @torch.no_grad()
-def export_psnr(model: SplatBaseModel, exported: RenderGaussians, cameras: Cameras) -> List[float]:
+def export_psnr(model: SplatRenderModel, exported: RenderGaussians, cameras: Cameras) -> List[float]:
     """Per camera: PSNR (dB) of the exported Gaussians' render against the model's own render."""
     model.eval()
     values = []

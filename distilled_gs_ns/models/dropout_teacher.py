@@ -9,7 +9,8 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 
-from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig, planned_steps
+from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
+from distilled_gs_ns.models.splat_render import planned_steps
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
 from distilled_gs_ns.regularization.dropout import GaussianDropout
 

@@ -44,11 +44,7 @@ from distilled_gs_ns.blocks.summary import (
 from distilled_gs_ns.blocks.weighting import SmoothedBlockMetrics
 from distilled_gs_ns.distributed import process_group
 from distilled_gs_ns.errors import UserInputError
-from distilled_gs_ns.models.splat_base import (
-    SplatBaseModel,
-    SplatBaseModelConfig,
-    planned_steps,
-)
+from distilled_gs_ns.models.splat_render import SplatRenderModel, SplatRenderModelConfig, planned_steps
 from distilled_gs_ns.rendering.cameras import image_sizes, world_to_camera
 from distilled_gs_ns.rendering.gaussians import RenderGaussians
 from distilled_gs_ns.scaffold.anchors import (
@@ -69,7 +65,7 @@ SH_C0 = 0.28209479177387814
 
 
 @dataclass
-class MomentumGSModelConfig(SplatBaseModelConfig):
+class MomentumGSModelConfig(SplatRenderModelConfig):
     """Momentum-GS settings. splatfacto's Gaussian-densification fields (densify_*, cull_*, split_*,
     reset_alpha_every, ...) do not apply to anchors; `refine_every` sets the anchor growing/pruning
     interval."""
@@ -196,7 +192,7 @@ def decoder_checksum(*modules: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-class MomentumGSModel(SplatBaseModel):
+class MomentumGSModel(SplatRenderModel):
     """Block-wise anchor model; see the module docstring."""
 
     config: MomentumGSModelConfig
@@ -415,9 +411,6 @@ class MomentumGSModel(SplatBaseModel):
         if self._blocks is not None and self._blocks.states:
             self.configure_processes(process_group.rank(), process_group.world_size())
 
-    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
-        return torch.nn.Module.load_state_dict(self, state_dict, strict=strict, **kwargs)
-
     # ------------------------------------------------------------------ training hooks
 
     def get_training_callbacks(
@@ -439,9 +432,8 @@ class MomentumGSModel(SplatBaseModel):
         return super().get_training_callbacks(training_callback_attributes)
 
     def step_cb(self, optimizers: Optimizers, step: int) -> None:
-        self.step = step
+        super().step_cb(optimizers, step)
         self.nerf_optimizers = optimizers
-        self.optimizers = optimizers.optimizers
         target = self.block_for_step(step)
         if self.blocks.active != target:
             self._deactivate()
@@ -466,7 +458,7 @@ class MomentumGSModel(SplatBaseModel):
             info["means2d"].retain_grad()
 
     def step_post_backward(self, step: int) -> None:
-        self.check_finite_parameters(step)
+        super().step_post_backward(step)
         view = self.training_view
         if view is not None and self.stats is not None:
             self.strategy.step_post_backward(self.stats, self.info, view.ids, view.spawn, view.gaussians.opacities)

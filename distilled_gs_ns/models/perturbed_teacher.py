@@ -8,7 +8,8 @@ from typing import Dict, List, Literal, Type
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig, planned_steps
+from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
+from distilled_gs_ns.models.splat_render import planned_steps
 from distilled_gs_ns.regularization.perturbation import GaussianPerturbation, GradientTracker, PerturbationSchedule
 
 

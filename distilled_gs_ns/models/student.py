@@ -33,7 +33,8 @@ from distilled_gs_ns.export.size_budget import gaussians_for_megabytes, largest_
 from distilled_gs_ns.export.splat_data import SplatData, exportable, from_model
 from distilled_gs_ns.losses.photometric import photometric_loss
 from distilled_gs_ns.losses.structure import StructureLoss
-from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModel, SplatBaseModelConfig, planned_steps
+from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModel, SplatBaseModelConfig
+from distilled_gs_ns.models.splat_render import planned_steps
 
 
 @dataclass
