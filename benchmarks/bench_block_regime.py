@@ -8,7 +8,7 @@ held-out views (every 8th):
   | N independent blocks (shared decoder, no teacher, no weighting) | + momentum distillation
   | + block weighting (the full method) | 1 block without a cap (what the cap costs)
   | + momentum / full with a slower teacher (m 0.99, lambda_c 5)
-  | with --processes-row: 2N blocks on 2 gloo processes (blocks > processes).
+  | with --processes-row: 2N blocks on 2 gloo processes (blocks > processes), independent and full.
 Memory per row (max over the run, from the model's tensorboard metrics): the active block's anchor
 state (anchors + Adam moments), the shared decoder (+ moments + teacher), and the step's activations
 (tensors autograd saves for backward); the host copies of inactive blocks are not counted.
@@ -54,9 +54,9 @@ def rows(blocks: int, steps: int, processes_row: bool) -> Dict[str, Dict]:
         "full, m 0.99, lambda_c 5": dict(grid=grid, steps=blocks * steps, teacher=True, weighting=True, flags=SLOW_TEACHER),
     }
     if processes_row:
-        table["full, 2N blocks on 2 processes"] = dict(
-            grid=(blocks, 2), steps=blocks * steps, teacher=True, weighting=True, processes=2
-        )
+        parallel = dict(grid=(blocks, 2), steps=blocks * steps, processes=2)
+        table["independent, 2N blocks on 2 processes"] = dict(parallel, teacher=False, weighting=False)
+        table["full, 2N blocks on 2 processes"] = dict(parallel, teacher=True, weighting=True)
     return table
 
 
