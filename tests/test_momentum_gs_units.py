@@ -607,7 +607,7 @@ def test_render_decodes_visible_anchors_and_backward_reaches_block_and_decoder()
     model = momentum_model()
     model.train()
     camera = close_camera()
-    anchors = model.active_anchors()
+    anchors = model.blocks.active_anchors()
     pose = camera.camera_to_worlds[0]
     viewmat = world_to_camera(pose[None])[0]
     K = camera.get_intrinsics_matrices()[0]
@@ -660,7 +660,7 @@ def test_block_swap_round_trips_anchor_values() -> None:
     assert model.blocks.active is None and model.blocks.params == {}
     model._activate(1)
     assert model.blocks.active == 1
-    assert torch.equal(model.active_anchors().features, model.blocks.states[1].anchors.features)
+    assert torch.equal(model.blocks.active_anchors().features, model.blocks.states[1].anchors.features)
     model._deactivate()
     model._activate(0)
     assert torch.equal(model.blocks.positions, positions)

@@ -170,8 +170,7 @@ class BlockSet:
         self.sync(optimizers)
         self.merged = merge_blocks(self.partition, [state.anchors for state in self.states])
         self.merged_steps = [state.steps for state in self.states]
-        self.deactivate(optimizers)
-        self.states = []
+        self.active, self.positions, self.params, self.states = None, None, {}, []  # stashed by the sync
         return self.merged
 
     def resplit(self, split: Callable[[Anchors], List[Anchors]]) -> None:

@@ -309,12 +309,6 @@ class MomentumGSModel(SplatRenderModel):
             raise RuntimeError("momentum-gs model has no anchors: it was neither set up for training nor loaded")
         return self._blocks
 
-    def block_for_step(self, step: int) -> int:
-        return self.blocks.block_for_step(step)
-
-    def active_anchors(self) -> Anchors:
-        return self.blocks.active_anchors()
-
     def _activate(self, block: int) -> None:
         """Bring `block` onto the device with fresh refinement statistics, and its Adam state into the
         optimisers once they exist."""
@@ -434,7 +428,7 @@ class MomentumGSModel(SplatRenderModel):
     def step_cb(self, optimizers: Optimizers, step: int) -> None:
         super().step_cb(optimizers, step)
         self.nerf_optimizers = optimizers
-        target = self.block_for_step(step)
+        target = self.blocks.block_for_step(step)
         if self.blocks.active != target:
             self._deactivate()
             self._activate(target)
@@ -477,7 +471,7 @@ class MomentumGSModel(SplatRenderModel):
         assert self.stats is not None and self.nerf_optimizers is not None
         optimizers = {group: self.nerf_optimizers.optimizers[group] for group in TRAINED_FIELDS}
         positions, params, self.stats = self.strategy.refine(
-            self.stats, self.active_anchors(), self.blocks.params, optimizers, self.voxel_size
+            self.stats, self.blocks.active_anchors(), self.blocks.params, optimizers, self.voxel_size
         )
         self.blocks.replace_active(positions, params, self.nerf_optimizers)
 
@@ -492,7 +486,7 @@ class MomentumGSModel(SplatRenderModel):
     ) -> RenderGaussians:
         if camera is None:
             raise ValueError("anchors decode their Gaussians per view: pass the camera")
-        anchors = self.active_anchors() if self.training else self.render_anchors()
+        anchors = self.blocks.active_anchors() if self.training else self.render_anchors()
         pose = (camera.camera_to_worlds if camera_to_world is None else camera_to_world).reshape(3, 4).to(self.device)
         mask = visible(
             anchors,

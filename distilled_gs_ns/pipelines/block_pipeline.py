@@ -69,7 +69,7 @@ class BlockPipeline(SplatPipeline):
         return camera, data
 
     def get_train_loss_dict(self, step: int):
-        block = self.model.block_for_step(step)
+        block = self.model.blocks.block_for_step(step)
         assert self.model.blocks.active == block, "the model activates its block in its BEFORE_TRAIN_ITERATION callback"
         camera, batch = self._train_view(self._next_camera(block))
         with SavedTensorBytes() as saved:
