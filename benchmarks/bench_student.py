@@ -43,6 +43,18 @@ G32 = ["--pipeline.model.structure-resolution", "32"]
 PRUNED_START = ["--pipeline.model.prune-rounds", "0", "--pipeline.model.densify", "False"]
 """Prune-and-fine-tune's start (the teacher's most important Gaussians, one cut, no densification)."""
 
+STANDARD = ["--pipeline.teacher-weights", "1", "0", "0"]
+"""Labels from the standard teacher alone (the perturbed and dropout teachers are 2-4 dB worse)."""
+
+JITTER_PV = ["--pipeline.pseudo-views", "87", "--pipeline.pseudo-view-sampling", "jitter"]
+"""One pseudo-view per training view, its position jittered (5% of the cameras' spread)."""
+
+BETWEEN_PV = ["--pipeline.pseudo-views", "87", "--pipeline.pseudo-view-sampling", "between"]
+"""One pseudo-view per training view, between it and one of its 4 nearest."""
+
+SH1_SAME_BYTES = ["--pipeline.model.sh-degree", "1", "--pipeline.model.max-megabytes", "{student_mb}"]
+"""SH degree 1 (23 instead of 59 PLY floats per Gaussian) with the default student's PLY size as budget."""
+
 VARIANTS = {
     "paper-g32": [*PAPER, *G32],
     "ablate-paper-defaults": [*PAPER, "--pipeline.model.structure-resolution", "128"],
@@ -50,20 +62,29 @@ VARIANTS = {
     "ablate-no-structure": [*PAPER, "--pipeline.model.structure-weight", "0"],
     "ablate-no-kd": [*PAPER, "--pipeline.model.kd-weight", "0"],
     "ablate-teacher-init-g32": [*PAPER, *G32, "--pipeline.model.initialisation", "teacher"],
-    "ablate-pv-no-structure": [*PAPER, "--pipeline.model.structure-weight", "0", "--pipeline.pseudo-views", "87"],
+    "ablate-pv-no-structure": [*PAPER, "--pipeline.model.structure-weight", "0", *JITTER_PV],
     "ablate-growth-cap-4": [*PAPER, *G32, "--pipeline.model.growth-cap", "4"],
     "ablate-sample-early": [*PAPER, *G32, "--pipeline.model.sample-at", "0.35", "--pipeline.model.prune-tail-at", "0.5"],
     "ablate-standard-teacher-label": [*PAPER, *G32, "--pipeline.teacher-weights", "1", "0", "0"],
     "pf-kd-fused": [*PRUNED_START, "--pipeline.model.kd-weight", "1"],
     "pf-kd-standard": [*PRUNED_START, "--pipeline.model.kd-weight", "1", "--pipeline.teacher-weights", "1", "0", "0"],
-    "pf-kd-standard-pv": [*PRUNED_START, "--pipeline.model.kd-weight", "1", "--pipeline.teacher-weights", "1", "0", "0",
-                          "--pipeline.pseudo-views", "87"],
+    "pf-kd-standard-pv": [*PRUNED_START, "--pipeline.model.kd-weight", "1", *STANDARD, *JITTER_PV],
     "progressive-kd": ["--pipeline.model.kd-weight", "1"],
     "progressive-kd-structure-g32": ["--pipeline.model.kd-weight", "1", "--pipeline.model.structure-weight", "1", *G32],
     "progressive-structure": ["--pipeline.model.structure-weight", "1"],
     "progressive-early": ["--pipeline.model.sample-at", "0.35", "--pipeline.model.prune-tail-at", "0.5"],
-    "progressive-kd-standard-pv": ["--pipeline.model.kd-weight", "1", "--pipeline.teacher-weights", "1", "0", "0",
-                                   "--pipeline.pseudo-views", "87"],
+    "progressive-kd-standard-pv": ["--pipeline.model.kd-weight", "1", *STANDARD, *JITTER_PV],
+    "depth-0.1": ["--pipeline.model.depth-weight", "0.1"],
+    "depth-1": ["--pipeline.model.depth-weight", "1"],
+    "pv-between-standard": [*STANDARD, *BETWEEN_PV],
+    "pv-between-fused": BETWEEN_PV,
+    "pv-between-standard-every-2": [*STANDARD, *BETWEEN_PV, "--pipeline.pseudo-view-every", "2"],
+    "pv-between-standard-depth-0.1": [*STANDARD, *BETWEEN_PV, "--pipeline.model.depth-weight", "0.1"],
+    "sh1-same-bytes": [*SH1_SAME_BYTES],
+    "sh1-same-bytes-pv-standard": [*SH1_SAME_BYTES, *STANDARD, *BETWEEN_PV],
+    "sh0-same-bytes-pv-standard": ["--pipeline.model.sh-degree", "0", "--pipeline.model.max-megabytes", "{student_mb}",
+                                   *STANDARD, *BETWEEN_PV],
+    "mcmc-from-top-budget": ["--pipeline.model.prune-rounds", "0", "--pipeline.model.densification", "mcmc"],
 }  # fmt: skip
 """Students beside the default (progressive pruning of the whole standard teacher, 10 rounds until
 half the run, no labels, no structure loss). The paper's recipe with the demo's former 32^3 grid,
@@ -74,7 +95,11 @@ of 2x growth before the importance sampling; the budget reached earlier (samplin
 teachers' labels added (fused, the standard teacher's alone, and with pseudo-views). The default
 with the fused labels, with labels and the structure loss, with the structure loss on the budget
 grid, with its rounds ending at 35% of the run, and with the standard teacher's labels at
-pseudo-views."""
+pseudo-views. Then the default with: the teachers' fused depth as a label (two weights); pseudo-views
+between neighbouring training views labelled by the standard teacher or the fused teachers (one step
+in four, or in two; with depth); a lower SH degree at the default student's file size, with and
+without its colour distilled at pseudo-views; MCMC relocation at the budget from the teacher's most
+important Gaussians. Placeholder: {student_mb}, the default student's PLY size in MB."""
 
 
 MCMC_VARIANTS = {
@@ -244,6 +269,8 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
         chosen = {name: VARIANTS[name] for name in (args.variants or VARIANTS)}
+        fill = {"student_mb": f"{next(r for r in summary['results'] if r['name'] == 'student')['ply_mb']:.6f}"}
+        chosen = {name: [flag.format(**fill) for flag in flags] for name, flags in chosen.items()}
         device = summary["results"][0]["device"]
         teachers = [r["config"] for r in summary["results"][:3]]
         rows = [

@@ -20,7 +20,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from plyfile import PlyData
 
 from distilled_gs_ns.data import DEMO_SCENE
-from distilled_gs_ns.distillation.budget import pruning_schedule
+from distilled_gs_ns.strategies.budget import pruning_schedule
 from distilled_gs_ns.pipelines.teachers import load_teachers
 from distilled_gs_ns.errors import UserInputError
 from tests.cli import TEACHER_METHODS, TrainedRun, run_cli, train
@@ -153,6 +153,26 @@ def test_paper_recipe_student_resumes_after_sampling(paper_run: TrainedRun, teac
     assert resumed.checkpoints[-1].name == "step-000000400.ckpt"
     assert resumed.load_gaussians()["means"].shape[0] == budget
     assert "step 351: importance tail kept" in resumed.log
+
+
+def test_student_options_train_through_ns_train(teacher_runs: Dict[str, TrainedRun], runs_dir: Path, tmp_path: Path) -> None:
+    """Depth labels, pseudo-views between training views, a lower SH degree and MCMC at the budget
+    from the teacher's most important Gaussians, all in one run: the count is the budget at every
+    checkpoint, and the exported file has degree 1's colour fields."""
+    teachers = [str(run.config) for run in teacher_runs.values()]
+    run = train(STUDENT, runs_dir, "student-options", extra=[
+        "--pipeline.teachers", *teachers, *BUDGET_SCHEDULE,
+        "--pipeline.model.depth-weight", "0.1", "--pipeline.pseudo-views", "8",
+        "--pipeline.model.sh-degree", "1", "--pipeline.model.prune-rounds", "0", "--pipeline.model.densification", "mcmc",
+    ])  # fmt: skip
+    budget = budget_of(teacher_runs["distilled-3dgs-teacher"])
+    assert "pseudo-views: 8 cached" in run.log and "pseudo-labels: 87 views cached" in run.log
+    assert f"student starts from the {budget} most important teacher Gaussians" in run.log
+    assert [run.load_gaussians(ckpt)["means"].shape[0] for ckpt in run.checkpoints] == [budget] * len(run.checkpoints)
+    assert run.evaluate(tmp_path / "eval.json")["psnr"] > 15
+    run_cli(["ns-export", "gaussian-splat", "--load-config", str(run.config), "--output-dir", str(tmp_path)])
+    names = PlyData.read(str(tmp_path / "splat.ply"))["vertex"].data.dtype.names
+    assert "f_rest_8" in names and "f_rest_9" not in names
 
 
 # ---------------------------------------------------------------------------------------------- bad teachers

@@ -11,10 +11,12 @@ from torch.nn import Parameter
 
 from distilled_gs_ns.configs.teachers import splat_optimizers
 
-from distilled_gs_ns.distillation.budget import least_important, pruning_schedule, sample_by_importance
+from distilled_gs_ns.distillation.budget import least_important, sample_by_importance
+from distilled_gs_ns.strategies.budget import Cut, ProgressivePruning, SampleThenTrim, pruning_schedule
 from distilled_gs_ns.strategies.capped import CappedStrategy
 from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.distillation.pseudo_labels import (
+    cameras_between,
     fusion_weights,
     jittered_cameras,
     render_pseudo_labels,
@@ -109,6 +111,19 @@ def test_pruning_schedule_falls_geometrically_to_exactly_the_budget() -> None:
         pruning_schedule(100, 10, rounds=5, last_step=3)
 
 
+def test_budget_schedules_cut_where_their_recipes_say() -> None:
+    progressive = ProgressivePruning(rounds=10, until=0.5)
+    cuts = progressive.cuts(total_steps=3000, start_count=15452, budget=1854)
+    assert cuts == {step: Cut(count, "tail") for step, count in pruning_schedule(15452, 1854, 10, 1500)}
+    assert progressive.densify_until(3000) == 0 and progressive.starts_from_whole_teacher
+    paper = SampleThenTrim(sample_at=0.5, trim_at=2 / 3, tail_fraction=0.05)
+    assert paper.cuts(3000, 999, 1854) == {1500: Cut(1947, "sampling"), 2000: Cut(1854, "tail")}
+    assert paper.densify_until(3000) == 1500 and not paper.starts_from_whole_teacher
+    assert SampleThenTrim(0.5, 2 / 3, 0.05, grows=False).densify_until(3000) == 0
+    assert StudentModelConfig().budget_schedule() == ProgressivePruning(10, 0.5)
+    assert StudentModelConfig(prune_rounds=0, densify=False).budget_schedule() == SampleThenTrim(0.5, 2 / 3, 0.05, grows=False)
+
+
 def test_least_important_marks_the_tail() -> None:
     drop = least_important(torch.tensor([0.3, 0.1, 0.9, 0.2, 0.5]), keep=3)
     assert drop.tolist() == [False, True, False, True, False]
@@ -194,6 +209,66 @@ def test_pseudo_view_cameras_move_by_the_jitter_only() -> None:
     offsets = (moved.camera_to_worlds[:, :3, 3] - cameras.camera_to_worlds[torch.arange(16) % 8, :3, 3]).norm(dim=-1)
     spread = 3.0  # ring radius: every camera is that far from the ring's centroid
     assert 0.02 * spread < offsets.mean() < 0.3 * spread
+
+
+def test_pseudo_views_between_lie_between_neighbouring_training_views() -> None:
+    cameras = ring_cameras(count=8)
+    between = cameras_between(cameras, 24, neighbours=2)
+    centres = cameras.camera_to_worlds[:, :3, 3]
+    for k in range(24):
+        source = k % 8
+        position = between.camera_to_worlds[k, :3, 3]
+        # On the segment to one of the two ring neighbours, 25-75% of the way.
+        fractions = []
+        for other in ((source + 1) % 8, (source - 1) % 8):
+            a, b = centres[source], centres[other]
+            t = float(torch.dot(position - a, b - a) / (b - a).norm() ** 2)
+            if torch.allclose(a + t * (b - a), position, atol=1e-5):
+                fractions.append(t)
+        assert len(fractions) == 1 and 0.25 <= fractions[0] <= 0.75, (k, fractions)
+        rotation = between.camera_to_worlds[k, :3, :3]
+        assert torch.allclose(rotation @ rotation.T, torch.eye(3), atol=1e-5)
+        # Looking at the ring's target like both neighbours do (slerp between two look-at poses).
+        to_target = torch.tensor([0.2, -0.1, 0.1]) - position
+        assert float(torch.nn.functional.cosine_similarity(-rotation[:, 2], to_target, dim=0)) > 0.99
+    with pytest.raises(UserInputError, match="at least 2"):
+        cameras_between(cameras[:1], 4)
+
+
+def test_depth_label_is_the_teachers_alpha_weighted_expected_depth() -> None:
+    cameras = ring_cameras()[:2]
+    near, far = coloured_model([1.0, 0.0, 0.0]), coloured_model([0.0, 0.0, 1.0])
+    far.gauss_params["means"].data += torch.tensor([[0.0, 0.0, -0.5]])
+    labels = render_pseudo_labels([teacher_of(near).model, teacher_of(far).model], cameras, fusion_weights(2, (3.0, 1.0)), with_depth=True)
+    assert labels.depths is not None and labels.depths[0].shape == (32, 32, 2) and labels.depths[0].dtype == torch.float16
+    packed = labels.depths[0].float()
+    expected_alpha, expected_depth = torch.zeros(32, 32, 1), torch.zeros(32, 32, 1)
+    for weight, model in ((0.75, near), (0.25, far)):
+        render, alpha, _ = model.rasterize_view(model.gaussians_for_render(None), cameras[0:1], render_mode="RGB+ED")
+        expected_alpha += weight * alpha[0]
+        expected_depth += weight * alpha[0] * render[0, ..., 3:4]
+    assert torch.allclose(packed[..., 1:2], expected_alpha, atol=2e-3)
+    assert torch.allclose(packed[..., 0:1], expected_depth, rtol=2e-3, atol=2e-3)
+    assert labels.nbytes == 2 * 32 * 32 * (4 + 2 * 2)
+    assert render_pseudo_labels([near], cameras, fusion_weights(1, None)).depths is None
+
+
+def test_depth_loss_is_relative_and_only_where_the_teachers_cover() -> None:
+    model = student_model(depth_weight=0.5, sh_degree=0, num_downscales=0)
+    assert model.config.output_depth_during_training
+    model.set_budget(1000)
+    model.train()
+    model.step_cb(_optimizers_for(model), 0)
+    outputs = model.get_outputs(ring_cameras()[0:1])
+    depth = outputs["depth"].detach()
+    alpha = torch.zeros(32, 32, 1)
+    alpha[:16] = 1.0  # the teachers cover the top half only
+    same = torch.cat([alpha * depth, alpha], dim=-1)
+    assert model.extra_losses(outputs, {"pseudo_depth": same})["depth_loss"].item() < 1e-6
+    farther = torch.cat([alpha * depth * 1.25, alpha], dim=-1)  # 20% of the label away everywhere covered
+    assert model.extra_losses(outputs, {"pseudo_depth": farther})["depth_loss"].item() == pytest.approx(0.5 * 0.2, rel=1e-4)
+    bottom_only = torch.cat([(1 - alpha) * depth * 3, 1 - alpha], dim=-1)
+    assert model.extra_losses(outputs, {"pseudo_depth": bottom_only})["depth_loss"].item() == pytest.approx(0.5 * 2 / 3, rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- student
@@ -287,6 +362,7 @@ def _optimizers_for(model: SplatBaseModel) -> Optimizers:
         ({"prune_rounds": -1}, "prune_rounds"),
         ({"prune_rounds": 101}, "prune_rounds"),
         ({"structure_resolution": 600}, "structure_resolution"),
+        ({"depth_weight": -1.0}, "depth_weight"),
     ],
 )
 def test_bad_student_settings_are_refused(fields, message) -> None:

@@ -5,6 +5,10 @@ CPU): the teachers' premultiplied colours and alphas are averaged (a linear, ord
 un-premultiplied. The student composites a label with its own background exactly as it does the
 ground truth, so the label stays right whatever background the student trains with, and it is
 downscaled with the same resolution schedule.
+
+With depth, each label also carries the teachers' fused expected depth, premultiplied like the colour
+(float16 [H, W, 2]: alpha x depth and alpha, so downscaling averages it correctly at edges): what the
+teachers know that the ground truth does not say at all.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class PseudoLabels:
 
     images: List[Tensor]  # [H, W, 4] each, straight alpha
     intrinsics: Tensor  # [V, 4] fx, fy, cx, cy of the camera each label was rendered for
+    depths: Optional[List[Tensor]] = None  # [H, W, 2] float16 each: alpha x expected depth, alpha
 
     def __len__(self) -> int:
         return len(self.images)
@@ -39,7 +44,7 @@ class PseudoLabels:
 
     @property
     def nbytes(self) -> int:
-        return sum(image.numel() * image.element_size() for image in self.images)
+        return sum(t.numel() * t.element_size() for t in [*self.images, *(self.depths or [])])
 
 
 def fusion_weights(num_teachers: int, weights: Optional[Sequence[float]]) -> Tensor:
@@ -61,23 +66,29 @@ def render_pseudo_labels(
     weights: Tensor,
     dtype: LabelDtype = "uint8",
     description: str = "rendering teacher pseudo-labels",
+    with_depth: bool = False,
 ) -> PseudoLabels:
-    """Render every camera with every teacher at full resolution and fuse the renders."""
-    images = []
+    """Render every camera with every teacher at full resolution and fuse the renders (and, with
+    `with_depth`, their expected depths, weighted by each teacher's weight and coverage)."""
+    images, depths = [], []
     intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).reshape(-1, 4).float().cpu()
+    mode = "RGB+ED" if with_depth else "RGB"
     for index in track(range(cameras.shape[0]), description=description, transient=True):
-        premultiplied: Optional[Tensor] = None
-        alpha: Optional[Tensor] = None
+        premultiplied: Tensor = torch.zeros(())
+        alpha: Tensor = torch.zeros(())
+        depth: Tensor = torch.zeros(())
         for weight, model in zip(weights.tolist(), teachers):
-            render, coverage, _ = model.rasterize_view(model.gaussians_for_render(None), cameras[index : index + 1])
-            rgb = render[0, ..., :3].clamp(0.0, 1.0) * weight
+            render, coverage, _ = model.rasterize_view(model.gaussians_for_render(None), cameras[index : index + 1], render_mode=mode)
             acc = coverage[0].clamp(0.0, 1.0) * weight
-            premultiplied = rgb if premultiplied is None else premultiplied + rgb
-            alpha = acc if alpha is None else alpha + acc
-        assert premultiplied is not None and alpha is not None
+            premultiplied = premultiplied + render[0, ..., :3].clamp(0.0, 1.0) * weight
+            alpha = alpha + acc
+            if with_depth:
+                depth = depth + render[0, ..., 3:4] * acc  # gsplat's ED is normalised by the teacher's alpha
         straight = torch.where(alpha > 1e-4, premultiplied / alpha.clamp(min=1e-4), torch.zeros_like(premultiplied))
         images.append(_store(torch.cat([straight.clamp(0.0, 1.0), alpha], dim=-1).cpu(), dtype))
-    return PseudoLabels(images, intrinsics)
+        if with_depth:
+            depths.append(torch.cat([depth, alpha], dim=-1).cpu().to(torch.float16))
+    return PseudoLabels(images, intrinsics, depths if with_depth else None)
 
 
 def check_labels_match_views(labels: PseudoLabels, cameras: Cameras, images: Sequence[Tensor]) -> None:
@@ -126,4 +137,39 @@ def jittered_cameras(cameras: Cameras, count: int, jitter: float, seed: int = 0)
     poses = chosen.camera_to_worlds.clone()
     poses[:, :3, 3] += torch.randn(count, 3, generator=generator).to(poses) * jitter * spread
     chosen.camera_to_worlds = poses
+    return chosen
+
+
+def cameras_between(cameras: Cameras, count: int, neighbours: int = 4, seed: int = 0) -> Cameras:
+    """`count` cameras between pairs of nearby training views: where a held-out view of the same
+    capture is likely to be, and where no ground truth exists.
+
+    Each one takes a training camera (in turn) and one of its `neighbours` nearest others (at random),
+    and a pose a uniform fraction t in [0.25, 0.75] of the way from the first to the second: position
+    linear, orientation by quaternion slerp; intrinsics are the first camera's.
+    """
+    from nerfstudio.cameras.camera_utils import quaternion_from_matrix, quaternion_matrix, quaternion_slerp
+
+    total = cameras.shape[0]
+    if total < 2:
+        raise UserInputError("pseudo-views between training views need at least 2 training cameras")
+    generator = torch.Generator().manual_seed(seed)
+    poses = cameras.camera_to_worlds.detach().cpu().double()
+    centres = poses[:, :3, 3]
+    distances = torch.cdist(centres, centres)
+    distances.fill_diagonal_(float("inf"))
+    nearest = distances.topk(min(neighbours, total - 1), largest=False).indices
+    source = torch.arange(count) % total
+    pick = torch.randint(nearest.shape[1], (count,), generator=generator)
+    fractions = 0.25 + 0.5 * torch.rand(count, generator=generator, dtype=torch.float64)
+    chosen = cameras[source]
+    result = chosen.camera_to_worlds.clone()
+    for k in range(count):
+        a, b, t = poses[source[k]], poses[nearest[source[k], pick[k]]], float(fractions[k])
+        rotation = quaternion_matrix(
+            quaternion_slerp(quaternion_from_matrix(a[:3, :3].numpy()), quaternion_from_matrix(b[:3, :3].numpy()), t)
+        )[:3, :3]
+        result[k, :3, :3] = torch.from_numpy(rotation).to(result)
+        result[k, :3, 3] = ((1 - t) * a[:3, 3] + t * b[:3, 3]).to(result)
+    chosen.camera_to_worlds = result
     return chosen

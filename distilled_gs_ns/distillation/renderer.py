@@ -6,7 +6,7 @@ Importance and pseudo-labels are typed against this protocol instead of the mode
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Protocol, Tuple
+from typing import Dict, Literal, Optional, Protocol, Tuple
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -25,8 +25,11 @@ class SplatRenderer(Protocol):
         """The Gaussians of the whole scene (crop_ids None) as the rasteriser takes them."""
         ...
 
-    def rasterize_view(self, gaussians: RenderGaussians, camera: Cameras) -> Tuple[Tensor, Tensor, Dict]:
-        """[1, H, W, C] render, [1, H, W, 1] alpha and the rasteriser's info for one camera."""
+    def rasterize_view(
+        self, gaussians: RenderGaussians, camera: Cameras, *, render_mode: Literal["RGB", "RGB+ED"] = "RGB"
+    ) -> Tuple[Tensor, Tensor, Dict]:
+        """[1, H, W, C] render (premultiplied; "RGB+ED" adds the expected depth as a 4th channel),
+        [1, H, W, 1] alpha and the rasteriser's info for one camera."""
         ...
 
     def train(self, mode: bool = True) -> "SplatRenderer": ...

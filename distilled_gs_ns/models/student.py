@@ -24,8 +24,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
-from distilled_gs_ns.distillation.budget import least_important, pruning_schedule, sample_by_importance
-from distilled_gs_ns.strategies.capped import CappedStrategy
+from distilled_gs_ns.distillation.budget import least_important, sample_by_importance
 from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.errors import UserInputError, check_model_settings
 from distilled_gs_ns.export.formats import FORMATS
@@ -34,7 +33,11 @@ from distilled_gs_ns.export.splat_data import SplatData, exportable, from_model
 from distilled_gs_ns.losses.photometric import photometric_loss
 from distilled_gs_ns.losses.structure import StructureLoss
 from distilled_gs_ns.models.splat_base import GAUSSIAN_PARAMS, SplatBaseModel, SplatBaseModelConfig
+from distilled_gs_ns.models.mcmc import MCMCModelConfig
 from distilled_gs_ns.models.splat_render import planned_steps
+from distilled_gs_ns.strategies.budget import Cut, ProgressivePruning, SampleThenTrim
+from distilled_gs_ns.strategies.capped import CappedStrategy
+from distilled_gs_ns.strategies.mcmc import DeviceMCMCStrategy
 
 
 @dataclass
@@ -67,17 +70,25 @@ class StudentModelConfig(SplatBaseModelConfig):
     prune_rounds: int = 10
     """With initialisation 'teacher': N > 0 starts from the whole teacher and prunes it to the budget
     in N importance cuts evenly spaced until sample_at of the run, with no densification
-    (distillation/budget.py, `pruning_schedule`); 0 starts from the budget's most important teacher
+    (strategies/budget.py, `ProgressivePruning`); 0 starts from the budget's most important teacher
     Gaussians (one cut, prune-and-fine-tune's start). Not used with initialisation 'seeds'."""
     densify: bool = True
     """False: no growth, pruning or opacity resets at all, so a student started from the teacher keeps
     exactly the budget (prune-and-fine-tune)."""
+    densification: Literal["capped", "mcmc"] = "capped"
+    """How a growing student densifies: 'capped' 3DGS growth up to growth_cap x budget (strategies/
+    capped.py), or 'mcmc': 3DGS-MCMC at the budget (dead Gaussians relocated onto live ones, growth
+    to the budget, position noise, its opacity and scale regularisers; strategies/mcmc.py)."""
     kd_weight: float = 0.0
     """Weight of the (1-l) L1 + l (1-SSIM) loss against the teachers' fused render (paper: 1). Off by
     default: with the teacher start it cost 0.27 dB on the demo scene (docs/student.md, "Measured")."""
     structure_weight: float = 0.0
     """Weight of the voxel-histogram structure loss against the standard teacher's centres (paper: 1).
     Off by default: it cost 0.49 dB with the teacher start on the demo scene."""
+    depth_weight: float = 0.0
+    """Weight of the relative L1 loss between the student's expected depth and the teachers' fused one
+    (at training views and pseudo-views, where the teachers cover the pixel). The ground truth has no
+    depth; the official code uses monocular depth instead. 0: off."""
     structure_resolution: Optional[int] = None
     """Voxels per axis of the structure loss histogram. None: matched to the budget B, the cube root
     of B / 0.2 clamped to [8, 128] (the paper's 128 at its ~480k Gaussians holds ~0.2 per voxel;
@@ -88,12 +99,19 @@ class StudentModelConfig(SplatBaseModelConfig):
         """Whether the budget is reached by progressive pruning of the whole teacher."""
         return self.initialisation == "teacher" and self.prune_rounds > 0
 
+    def budget_schedule(self) -> ProgressivePruning | SampleThenTrim:
+        """The recipe that brings the student to its budget (strategies/budget.py)."""
+        if self.progressive:
+            return ProgressivePruning(rounds=self.prune_rounds, until=self.sample_at)
+        return SampleThenTrim(self.sample_at, self.prune_tail_at, self.tail_fraction, grows=self.densify)
+
     @property
     def needs_teachers(self) -> bool:
         """False only for the no-distillation baseline: no teacher terms, a fixed budget, seed init."""
         return (
             self.kd_weight > 0
             or self.structure_weight > 0
+            or self.depth_weight > 0
             or self.max_gaussians is None
             or self.max_megabytes is not None
             or self.initialisation == "teacher"
@@ -112,10 +130,17 @@ class StudentModelConfig(SplatBaseModelConfig):
             "prune_rounds": (0 <= self.prune_rounds <= 100, "between 0 and 100"),
             "kd_weight": (math.isfinite(self.kd_weight) and self.kd_weight >= 0, "a finite number >= 0"),
             "structure_weight": (math.isfinite(self.structure_weight) and self.structure_weight >= 0, "a finite number >= 0"),
+            "depth_weight": (math.isfinite(self.depth_weight) and self.depth_weight >= 0, "a finite number >= 0"),
             "structure_resolution": (
                 self.structure_resolution is None or 2 <= self.structure_resolution <= 512, "None or between 2 and 512"
             ),
         })
+        if self.depth_weight > 0:
+            self.output_depth_during_training = True  # the depth loss needs the student's depth render
+
+
+MCMC_RECIPE = MCMCModelConfig()
+"""gsplat's MCMC recipe (regulariser weights) for the student's 'mcmc' densification."""
 
 
 def budget_resolution(budget: int, per_voxel: float = 0.2) -> int:
@@ -126,21 +151,32 @@ def budget_resolution(budget: int, per_voxel: float = 0.2) -> int:
 
 class StudentModel(SplatBaseModel):
     config: StudentModelConfig
-    strategy: CappedStrategy
+    strategy: CappedStrategy | DeviceMCMCStrategy
 
     def populate_modules(self) -> None:
         super().populate_modules()
         self.budget: Optional[int] = None
         self.reference_count: Optional[int] = None
         self.structure_loss: Optional[StructureLoss] = None
-        self.sample_step: Optional[int] = None
-        self.tail_step: Optional[int] = None
         self.train_cameras: Optional[Cameras] = None
-        self.pruning_rounds: Dict[int, int] = {}
+        self.schedule = self.config.budget_schedule()
+        self.cuts: Dict[int, Cut] = {}
         self.final_step: Optional[int] = None
 
-    def build_strategy(self) -> CappedStrategy:
+    def build_strategy(self) -> CappedStrategy | DeviceMCMCStrategy:
+        if self.config.densification == "mcmc":
+            return DeviceMCMCStrategy(
+                cap_max=self.config.max_gaussians or 1,  # the budget, set with the teachers (set_budget)
+                refine_start_iter=self.config.warmup_length,
+                refine_stop_iter=self.config.stop_split_at,
+                refine_every=self.config.refine_every,
+            )
         return CappedStrategy(**self.strategy_settings())
+
+    def strategy_step_arguments(self) -> Dict[str, object]:
+        if self.config.densification == "mcmc":
+            return {"lr": self.optimizers["means"].param_groups[0]["lr"]}  # scales the position noise
+        return super().strategy_step_arguments()
 
     # ------------------------------------------------------------------ set-up by the pipeline
 
@@ -160,7 +196,10 @@ class StudentModel(SplatBaseModel):
             raise UserInputError("the student's budget needs a teacher's Gaussian count or pipeline.model.max-gaussians")
         self.budget = budget
         self.reference_count = reference_count
-        self.strategy.max_count = math.ceil(self.config.growth_cap * budget)
+        if isinstance(self.strategy, DeviceMCMCStrategy):
+            self.strategy.cap_max = budget
+        else:
+            self.strategy.max_count = math.ceil(self.config.growth_cap * budget)
         return budget
 
     def set_structure_reference(self, teacher_means: Tensor) -> None:
@@ -204,16 +243,11 @@ class StudentModel(SplatBaseModel):
         if trainer is not None:
             total = planned_steps(trainer)
             self.final_step = total - 1
-            self.sample_step = max(1, round(self.config.sample_at * total))
-            self.tail_step = max(self.sample_step + 1, round(self.config.prune_tail_at * total))
-            # No densification (nor its opacity resets and pruning) once the budget schedule starts.
-            self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, self.sample_step)
-            if self.config.progressive and self.budget is not None and self.reference_count is not None:
-                # From the teacher's count, not the current one: a resumed run has already pruned.
-                rounds = min(self.config.prune_rounds, self.sample_step)  # very short runs: one cut per step at most
-                schedule = pruning_schedule(self.reference_count, self.budget, rounds, self.sample_step)
-                self.pruning_rounds = dict(schedule)
-        if not self.config.densify or self.config.progressive:
+            self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, self.schedule.densify_until(total))
+            if self.budget is not None:
+                start = self.reference_count if self.schedule.starts_from_whole_teacher else None
+                self.cuts = self.schedule.cuts(total, start or self.num_points, self.budget)
+        elif not self.schedule.grows:
             self.strategy.refine_stop_iter = 0
         if pipeline is not None:
             self.train_cameras = pipeline.served_train_cameras()
@@ -225,13 +259,8 @@ class StudentModel(SplatBaseModel):
             return
         if step == self.final_step and self.config.max_megabytes is not None:
             self.fit_file_budget(step)
-        if self.pruning_rounds:
-            if step in self.pruning_rounds:
-                self.reduce_to(self.pruning_rounds[step], by="tail", step=step)
-        elif step == self.sample_step:
-            self.reduce_to(math.ceil(self.budget * (1 + self.config.tail_fraction)), by="sampling", step=step)
-        elif step == self.tail_step:
-            self.reduce_to(self.budget, by="tail", step=step)
+        if step in self.cuts:
+            self.reduce_to(self.cuts[step].count, by=self.cuts[step].by, step=step)
 
     @torch.no_grad()
     def reduce_to(self, count: int, by: Literal["sampling", "tail"], step: int) -> None:
@@ -286,6 +315,22 @@ class StudentModel(SplatBaseModel):
             losses["distill_loss"] = self.config.kd_weight * photometric_loss(
                 outputs["rgb"], label, self.ssim, self.config.ssim_lambda
             )
+        if "pseudo_depth" in batch and self.config.depth_weight > 0:
+            losses["depth_loss"] = self.config.depth_weight * self.depth_loss(outputs["depth"], batch["pseudo_depth"])
         if self.structure_loss is not None:
             losses["structure_loss"] = self.config.structure_weight * self.structure_loss(self.means)
+        if self.config.densification == "mcmc":
+            losses["opacity_reg"] = MCMC_RECIPE.opacity_reg * torch.sigmoid(self.gauss_params["opacities"]).mean()
+            losses["scale_reg"] = MCMC_RECIPE.scale_reg * torch.exp(self.gauss_params["scales"]).mean()
         return losses
+
+    def depth_loss(self, depth: Tensor, label: Tensor) -> Tensor:
+        """Mean relative L1 between the student's expected depth [H, W, 1] and the label's, over the
+        pixels the teachers cover (fused alpha > 0.5); the label is downscaled like the image."""
+        packed = self.get_gt_img(label.float())
+        alpha = packed[..., 1:2]
+        covered = alpha > 0.5
+        if not bool(covered.any()):
+            return depth.sum() * 0.0
+        target = packed[..., 0:1] / alpha.clamp(min=1e-4)
+        return ((depth - target).abs() / target.abs().clamp(min=1e-6))[covered].mean()

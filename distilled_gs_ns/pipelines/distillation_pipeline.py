@@ -21,6 +21,7 @@ from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.distillation.pseudo_labels import (
     LabelDtype,
     PseudoLabels,
+    cameras_between,
     check_labels_match_views,
     fusion_weights,
     jittered_cameras,
@@ -45,11 +46,14 @@ class DistillationPipelineConfig(SplatPipelineConfig):
     pseudo_label_dtype: LabelDtype = "uint8"
     """Storage of the cached pseudo-labels (CPU memory): uint8 like the ground truth, or float16."""
     pseudo_views: int = 0
-    """Extra cameras jittered around the training views, rendered by the teachers once; no ground
+    """Extra cameras near the training views (pseudo_view_sampling), rendered by the teachers once; no ground
     truth there, the student learns them from the fused render only. 0 disables them (default: on
     the demo scene they did not help; see docs/student.md)."""
+    pseudo_view_sampling: Literal["between", "jitter"] = "between"
+    """Where pseudo-views are: 'between' a training view and one of its 4 nearest (a fraction 0.25-0.75
+    of the way, orientation slerped), or 'jitter': a training view's position moved by noise."""
     pseudo_view_jitter: float = 0.05
-    """Std of the pseudo-view position offset, as a fraction of the cameras' spread."""
+    """With 'jitter': std of the position offset, as a fraction of the cameras' spread."""
     pseudo_view_every: int = 4
     """With pseudo-views, one training step in this many uses a pseudo-view instead of a real one."""
 
@@ -122,15 +126,19 @@ class DistillationPipeline(SplatPipeline):
         weights = fusion_weights(len(teachers), self.config.teacher_weights)
         dtype = self.config.pseudo_label_dtype
         models = [teacher.model for teacher in teachers]
-        if self.model.config.kd_weight > 0:
-            self.pseudo_labels = render_pseudo_labels(models, cameras, weights, dtype)
+        with_depth = self.model.config.depth_weight > 0
+        if self.model.config.kd_weight > 0 or with_depth:
+            self.pseudo_labels = render_pseudo_labels(models, cameras, weights, dtype, with_depth=with_depth)
             served = getattr(self.datamanager, "train_cameras", cameras)
             check_labels_match_views(self.pseudo_labels, served, [view["image"] for view in self.datamanager.cached_train])
             CONSOLE.log(f"pseudo-labels: {len(self.pseudo_labels)} views cached, {self.pseudo_labels.nbytes / 2**20:.1f} MiB ({dtype})")
         if self.config.pseudo_views > 0:
-            self.pseudo_cameras = jittered_cameras(cameras, self.config.pseudo_views, self.config.pseudo_view_jitter)
+            if self.config.pseudo_view_sampling == "between":
+                self.pseudo_cameras = cameras_between(cameras, self.config.pseudo_views)
+            else:
+                self.pseudo_cameras = jittered_cameras(cameras, self.config.pseudo_views, self.config.pseudo_view_jitter)
             self.pseudo_view_labels = render_pseudo_labels(
-                models, self.pseudo_cameras, weights, dtype, description="rendering pseudo-views"
+                models, self.pseudo_cameras, weights, dtype, description="rendering pseudo-views", with_depth=with_depth
             )
             CONSOLE.log(
                 f"pseudo-views: {len(self.pseudo_view_labels)} cached, {self.pseudo_view_labels.nbytes / 2**20:.1f} MiB"
@@ -142,10 +150,15 @@ class DistillationPipeline(SplatPipeline):
             index = (step // self.config.pseudo_view_every) % len(self.pseudo_view_labels)
             camera = self.pseudo_cameras[index : index + 1].to(self.device)
             batch = {"image": self.pseudo_view_labels[index].to(self.device), "image_idx": -1}
+            if self.pseudo_view_labels.depths is not None:
+                batch["pseudo_depth"] = self.pseudo_view_labels.depths[index].to(self.device)
         else:
             camera, batch = self.datamanager.next_train(step)
             if self.pseudo_labels is not None:
-                batch["pseudo_label"] = self.pseudo_labels[int(batch["image_idx"])].to(self.device)
+                view = int(batch["image_idx"])
+                batch["pseudo_label"] = self.pseudo_labels[view].to(self.device)
+                if self.pseudo_labels.depths is not None:
+                    batch["pseudo_depth"] = self.pseudo_labels.depths[view].to(self.device)
         model_outputs = self._model(camera)
         metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
         loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
