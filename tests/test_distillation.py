@@ -363,6 +363,8 @@ def _optimizers_for(model: SplatBaseModel) -> Optimizers:
         ({"prune_rounds": 101}, "prune_rounds"),
         ({"structure_resolution": 600}, "structure_resolution"),
         ({"depth_weight": -1.0}, "depth_weight"),
+        ({"densification": "mcmc"}, "densification"),  # progressive pruning never grows
+        ({"densification": "mcmc", "prune_rounds": 0, "densify": False}, "densification"),
     ],
 )
 def test_bad_student_settings_are_refused(fields, message) -> None:

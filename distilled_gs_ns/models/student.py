@@ -78,7 +78,8 @@ class StudentModelConfig(SplatBaseModelConfig):
     densification: Literal["capped", "mcmc"] = "capped"
     """How a growing student densifies: 'capped' 3DGS growth up to growth_cap x budget (strategies/
     capped.py), or 'mcmc': 3DGS-MCMC at the budget (dead Gaussians relocated onto live ones, growth
-    to the budget, position noise, its opacity and scale regularisers; strategies/mcmc.py)."""
+    to the budget, position noise, its opacity and scale regularisers; strategies/mcmc.py). Only for a
+    student that grows: progressive pruning never densifies."""
     kd_weight: float = 0.0
     """Weight of the (1-l) L1 + l (1-SSIM) loss against the teachers' fused render (paper: 1). Off by
     default: with the teacher start it cost 0.27 dB on the demo scene (docs/student.md, "Measured")."""
@@ -131,6 +132,10 @@ class StudentModelConfig(SplatBaseModelConfig):
             "kd_weight": (math.isfinite(self.kd_weight) and self.kd_weight >= 0, "a finite number >= 0"),
             "structure_weight": (math.isfinite(self.structure_weight) and self.structure_weight >= 0, "a finite number >= 0"),
             "depth_weight": (math.isfinite(self.depth_weight) and self.depth_weight >= 0, "a finite number >= 0"),
+            "densification": (
+                self.densification == "capped" or (self.densify and not self.progressive),
+                "'capped' unless the student grows (densify True, and prune_rounds 0 or initialisation seeds)",
+            ),
             "structure_resolution": (
                 self.structure_resolution is None or 2 <= self.structure_resolution <= 512, "None or between 2 and 512"
             ),
