@@ -82,6 +82,8 @@ VARIANTS = {
     "pv-between-standard-depth-0.1": [*STANDARD, *BETWEEN_PV, "--pipeline.model.depth-weight", "0.1"],
     "sh1-same-bytes": [*SH1_SAME_BYTES],
     "sh1-same-bytes-pv-standard": [*SH1_SAME_BYTES, *STANDARD, *BETWEEN_PV],
+    "sh0-same-bytes": ["--pipeline.model.sh-degree", "0", "--pipeline.model.max-megabytes", "{student_mb}"],
+    "sh2-same-bytes": ["--pipeline.model.sh-degree", "2", "--pipeline.model.max-megabytes", "{student_mb}"],
     "sh0-same-bytes-pv-standard": ["--pipeline.model.sh-degree", "0", "--pipeline.model.max-megabytes", "{student_mb}",
                                    *STANDARD, *BETWEEN_PV],
     "mcmc-from-top-budget": ["--pipeline.model.prune-rounds", "0", "--pipeline.model.densification", "mcmc"],
@@ -97,8 +99,8 @@ with the fused labels, with labels and the structure loss, with the structure lo
 grid, with its rounds ending at 35% of the run, and with the standard teacher's labels at
 pseudo-views. Then the default with: the teachers' fused depth as a label (two weights); pseudo-views
 between neighbouring training views labelled by the standard teacher or the fused teachers (one step
-in four, or in two; with depth); a lower SH degree at the default student's file size, with and
-without its colour distilled at pseudo-views; MCMC relocation at the budget from the teacher's most
+in four, or in two; with depth); a lower SH degree (0, 1, 2) at the default student's file
+size, with and without its colour distilled at pseudo-views; MCMC relocation at the budget from the teacher's most
 important Gaussians. Placeholder: {student_mb}, the default student's PLY size in MB."""
 
 
