@@ -211,22 +211,29 @@ def budget_sweep(fractions: List[float], summary: Dict, runs: Path, steps: int) 
 
 
 def seed_repeats(seeds: List[int], models: List[str], summary: Dict, runs: Path, steps: int) -> Dict[str, Dict[str, float]]:
-    """`models` (the student and same-budget models) again with other seeds (teachers stay seed 0's):
-    stages `<name>-seed<k>`, and per model the PSNR of each seed, their mean and spread."""
-    from distilled_gs_ns.cli.stages import same_budget_stages, student_stage, train_and_report
+    """`models` (the student, same-budget models or VARIANTS) again with other seeds (teachers stay
+    seed 0's): stages `<name>-seed<k>`, and per model the PSNR of each seed, their mean and spread.
+    A variant's seed 0 is its own stage (trained here if missing)."""
+    from distilled_gs_ns.cli.stages import STUDENT, same_budget_stages, student_stage, train_and_report
 
     by_name = {r["name"]: r for r in summary["results"]}
     device, data = by_name["teacher"]["device"], Path(by_name["teacher"]["data"])
     teachers = [by_name[name]["config"] for name in ("teacher", "teacher-perturbed", "teacher-dropout")]
     stages = {"student": student_stage(teachers), **same_budget_stages(teachers[0], by_name["student"]["gaussians"])}
+    fill = {"student_mb": f"{by_name['student']['ply_mb']:.6f}"}
+    stages.update({name: (STUDENT, ["--pipeline.teachers", *teachers, *(f.format(**fill) for f in VARIANTS[name])])
+                   for name in models if name in VARIANTS})  # fmt: skip
     stages = {name: stage for name, stage in stages.items() if name in models}
     psnrs: Dict[str, List[float]] = {name: [] for name in stages}
     for seed in seeds:
         for name, (method, flags) in stages.items():
-            if seed == 0:
+            if seed == 0 and name in by_name:
                 psnrs[name].append(by_name[name]["psnr"])
                 continue
-            row = train_and_report(f"{name}-seed{seed}", method, runs, steps, device, [*flags, "--machine.seed", str(seed)], data=data)
+            if seed == 0:  # a variant, trained (or reused) exactly as --variants does
+                row = train_and_report(name, method, runs, steps, device, flags, data=data)
+            else:
+                row = train_and_report(f"{name}-seed{seed}", method, runs, steps, device, [*flags, "--machine.seed", str(seed)], data=data)
             psnrs[name].append(row.psnr)
     table = {
         name: {"seeds": seeds, "psnr": values, "mean": statistics.mean(values),
@@ -253,7 +260,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds of the student and the same-budget models (0 is the demo's run); e.g. 0 1 2")
     parser.add_argument("--seed-models", nargs="+", default=["student", "prune-finetune", "baseline-pruned"],
-                        help="which models --seeds repeats (the rows within 0.5 dB of the student)")
+                        help="which models --seeds repeats (the rows within 0.5 dB of the student; VARIANTS names too)")
     parser.add_argument("--data", type=Path, default=None, help="another nerfstudio-format scene (default: the demo's)")
     args = parser.parse_args()
     if any(not 0 < f <= 1 for f in args.budgets):
