@@ -86,6 +86,7 @@ VARIANTS = {
     "sh2-same-bytes": ["--pipeline.model.sh-degree", "2", "--pipeline.model.max-megabytes", "{student_mb}"],
     "sh0-same-bytes-pv-standard": ["--pipeline.model.sh-degree", "0", "--pipeline.model.max-megabytes", "{student_mb}",
                                    *STANDARD, *BETWEEN_PV],
+    "paper-mini-splatting": [*PAPER, "--pipeline.model.densification", "mini-splatting"],
     "mcmc-from-top-budget": ["--pipeline.model.prune-rounds", "0", "--pipeline.model.densification", "mcmc"],
 }  # fmt: skip
 """Students beside the default (progressive pruning of the whole standard teacher, 10 rounds until
@@ -100,7 +101,8 @@ grid, with its rounds ending at 35% of the run, and with the standard teacher's 
 pseudo-views. Then the default with: the teachers' fused depth as a label (two weights); pseudo-views
 between neighbouring training views labelled by the standard teacher or the fused teachers (one step
 in four, or in two; with depth); a lower SH degree (0, 1, 2) at the default student's file
-size, with and without its colour distilled at pseudo-views; MCMC relocation at the budget from the teacher's most
+size, with and without its colour distilled at pseudo-views; the paper's recipe with Mini-Splatting-style
+densification (the official code's); MCMC relocation at the budget from the teacher's most
 important Gaussians. Placeholder: {student_mb}, the default student's PLY size in MB."""
 
 

@@ -175,6 +175,21 @@ def test_student_options_train_through_ns_train(teacher_runs: Dict[str, TrainedR
     assert "f_rest_8" in names and "f_rest_9" not in names
 
 
+def test_official_recipe_student_with_mini_splatting_densification(teacher_runs: Dict[str, TrainedRun], runs_dir: Path) -> None:
+    """Seeds, fused labels, structure loss and Mini-Splatting-style densification (the official code's
+    student): the Gaussians are replaced from depth at 1/3 and 2/3 of the densification window
+    (steps 100-300 here), and the run still ends at its budget (within 5% below it when the growth
+    after the last reinitialisation falls short, as for the paper's recipe)."""
+    teachers = [str(run.config) for run in teacher_runs.values()]
+    run = train(STUDENT, runs_dir, "student-mini-splatting", extra=[
+        "--pipeline.teachers", *teachers, *BUDGET_SCHEDULE, *PAPER_RECIPE, "--pipeline.model.densification", "mini-splatting",
+    ])  # fmt: skip
+    for step in (167, 233):
+        assert re.search(rf"step {step}: depth reinitialisation replaced (\d+) Gaussians by \1 on", run.log), step
+    budget = budget_of(teacher_runs["distilled-3dgs-teacher"])
+    assert 0.95 * budget <= run.load_gaussians()["means"].shape[0] <= budget
+
+
 # ---------------------------------------------------------------------------------------------- bad teachers
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from distilled_gs_ns.configs.teachers import splat_optimizers
 from distilled_gs_ns.distillation.budget import least_important, sample_by_importance
 from distilled_gs_ns.strategies.budget import Cut, ProgressivePruning, SampleThenTrim, pruning_schedule
 from distilled_gs_ns.strategies.capped import CappedStrategy
+from distilled_gs_ns.strategies.mini_splatting import MiniSplattingStrategy, surface_points
 from distilled_gs_ns.distillation.importance import blending_importance
 from distilled_gs_ns.distillation.pseudo_labels import (
     cameras_between,
@@ -348,6 +350,57 @@ def test_distillation_and_structure_terms() -> None:
 def _optimizers_for(model: SplatBaseModel) -> Optimizers:
     groups = model.get_param_groups()
     return Optimizers({k: v for k, v in splat_optimizers(100).items() if k in groups}, groups)
+
+
+def flat_layer(model: SplatBaseModel, rgb=(0.2, 0.6, 0.4)) -> None:
+    """A 24 x 24 grid of small, opaque, flat Gaussians in the plane z = 0.1 around the ring cameras'
+    target (each Gaussian has one depth, its centre's: a surface is many of them)."""
+    axis = torch.linspace(-1.2, 1.2, 24)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
+    means = torch.cat([grid + torch.tensor([0.2, -0.1]), torch.full((grid.shape[0], 1), 0.1)], dim=-1)
+    n = means.shape[0]
+    set_gaussians(model, means, torch.log(torch.full((n, 1), 0.04)), torch.full((n,), 0.99), torch.tensor([rgb]).repeat(n, 1))
+    model.gauss_params["scales"].data[:, 2] = math.log(1e-4)
+
+
+def test_surface_points_lie_on_the_rendered_surface_with_its_colour() -> None:
+    model = make_model(num=16)
+    flat_layer(model)
+    model.eval()
+    cameras = ring_cameras(radius=1.5)  # 34 degrees down: grazing views blur a splat's depth more
+    points, colours = surface_points(model, cameras, 200, torch.Generator().manual_seed(0))
+    assert points.shape == (200, 3) and colours.shape == (200, 3)
+    # On the layer's plane, to about a Gaussian's size: each Gaussian has its centre's depth, and the
+    # nearer of two overlapping ones weighs more, which pulls points slightly towards the cameras.
+    assert float((points[:, 2] - 0.1).abs().max()) < 0.08 and float((points[:, 2] - 0.1).abs().mean()) < 0.03
+    assert float((points[:, :2] - torch.tensor([0.2, -0.1])).abs().max()) < 1.4  # within the layer
+    assert torch.allclose(colours.mean(dim=0), torch.tensor([0.2, 0.6, 0.4]), atol=0.02)
+
+
+def test_depth_reinitialisation_keeps_the_count_and_a_consistent_optimizer() -> None:
+    model = student_model(initialisation="seeds", prune_rounds=0, densification="mini-splatting", max_gaussians=50)
+    model.set_budget(None)
+    assert isinstance(model.strategy, MiniSplattingStrategy) and model.strategy.max_count == 100
+    flat_layer(model)
+    extra = 30  # hidden far away from every camera: reinitialisation puts them on the disk too
+    for name, value in model.gauss_params.items():
+        filler = value.data[:1].repeat(extra, *([1] * (value.dim() - 1)))
+        if name == "means":
+            filler = torch.full((extra, 3), 40.0)
+        model.gauss_params[name] = Parameter(torch.cat([value.data, filler]))
+    model.optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in model.gauss_params.items()}
+    for p in model.gauss_params.values():
+        p.grad = torch.ones_like(p)
+    for opt in model.optimizers.values():
+        opt.step()
+    model.train_cameras = ring_cameras(radius=1.5)
+    before = model.num_points
+    model.reinitialise_from_depth(step=100)
+    assert model.num_points == before
+    assert float((model.means[:, 2] - 0.1).abs().max()) < 0.08  # the hidden 30 too
+    for name, param in model.gauss_params.items():
+        state = model.optimizers[name].state[param]
+        assert state["exp_avg"].shape == param.shape and float(state["exp_avg"].abs().sum()) == 0.0
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,10 @@ from typing import Dict, List, Literal, Optional, Type
 
 import numpy as np
 import torch
-from gsplat.strategy.ops import remove
+from gsplat.strategy.ops import _update_param_with_optimizer, remove
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.models.splatfacto import RGB2SH, random_quat_tensor
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
@@ -38,6 +39,7 @@ from distilled_gs_ns.models.splat_render import planned_steps
 from distilled_gs_ns.strategies.budget import Cut, ProgressivePruning, SampleThenTrim
 from distilled_gs_ns.strategies.capped import CappedStrategy
 from distilled_gs_ns.strategies.mcmc import DeviceMCMCStrategy
+from distilled_gs_ns.strategies.mini_splatting import MiniSplattingStrategy, surface_points
 
 
 @dataclass
@@ -75,11 +77,14 @@ class StudentModelConfig(SplatBaseModelConfig):
     densify: bool = True
     """False: no growth, pruning or opacity resets at all, so a student started from the teacher keeps
     exactly the budget (prune-and-fine-tune)."""
-    densification: Literal["capped", "mcmc"] = "capped"
+    densification: Literal["capped", "mcmc", "mini-splatting"] = "capped"
     """How a growing student densifies: 'capped' 3DGS growth up to growth_cap x budget (strategies/
-    capped.py), or 'mcmc': 3DGS-MCMC at the budget (dead Gaussians relocated onto live ones, growth
-    to the budget, position noise, its opacity and scale regularisers; strategies/mcmc.py). Only for a
-    student that grows: progressive pruning never densifies."""
+    capped.py); 'mcmc': 3DGS-MCMC at the budget (dead Gaussians relocated onto live ones, growth to
+    the budget, position noise, its opacity and scale regularisers; strategies/mcmc.py);
+    'mini-splatting': capped growth whose Gaussians are replaced twice, at 1/3 and 2/3 of the
+    densification window, by as many placed on the surfaces the model renders (strategies/
+    mini_splatting.py; the official code's student densification). Only for a student that grows:
+    progressive pruning never densifies."""
     kd_weight: float = 0.0
     """Weight of the (1-l) L1 + l (1-SSIM) loss against the teachers' fused render (paper: 1). Off by
     default: with the teacher start it cost 0.27 dB on the demo scene (docs/student.md, "Measured")."""
@@ -169,6 +174,8 @@ class StudentModel(SplatBaseModel):
         self.final_step: Optional[int] = None
 
     def build_strategy(self) -> CappedStrategy | DeviceMCMCStrategy:
+        if self.config.densification == "mini-splatting":
+            return MiniSplattingStrategy(**self.strategy_settings())
         if self.config.densification == "mcmc":
             return DeviceMCMCStrategy(
                 cap_max=self.config.max_gaussians or 1,  # the budget, set with the teachers (set_budget)
@@ -249,6 +256,9 @@ class StudentModel(SplatBaseModel):
             total = planned_steps(trainer)
             self.final_step = total - 1
             self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, self.schedule.densify_until(total))
+            if isinstance(self.strategy, MiniSplattingStrategy):
+                start, stop = self.strategy.refine_start_iter, self.strategy.refine_stop_iter
+                self.strategy.reinit_at = tuple(round(start + (stop - start) * k / 3) for k in (1, 2)) if stop > start else ()
             if self.budget is not None:
                 start = self.reference_count if self.schedule.starts_from_whole_teacher else None
                 self.cuts = self.schedule.cuts(total, start or self.num_points, self.budget)
@@ -264,8 +274,40 @@ class StudentModel(SplatBaseModel):
             return
         if step == self.final_step and self.config.max_megabytes is not None:
             self.fit_file_budget(step)
+        if isinstance(self.strategy, MiniSplattingStrategy) and step in self.strategy.reinit_at:
+            self.reinitialise_from_depth(step)
         if step in self.cuts:
             self.reduce_to(self.cuts[step].count, by=self.cuts[step].by, step=step)
+
+    @torch.no_grad()
+    def reinitialise_from_depth(self, step: int) -> None:
+        """Replace every Gaussian by a new one on the rendered surfaces (Mini-Splatting's depth
+        reinitialisation): as many points, back-projected from the training views' expected depth,
+        with the rendered colour, splatfacto's initial opacity and scales from the 3 nearest points."""
+        if self.train_cameras is None:
+            raise RuntimeError("the student needs the training cameras to reinitialise from depth")
+        before = self.num_points
+        generator = torch.Generator().manual_seed(step)
+        means, colours = surface_points(self, self.train_cameras, before, generator)
+        count = means.shape[0]
+        dc = RGB2SH(colours) if self.config.sh_degree > 0 else torch.logit(colours, eps=1e-10)
+        values = {
+            "means": means,
+            "scales": self._initial_log_scales(means.cpu()).to(self.device),
+            "quats": random_quat_tensor(count).to(self.device),
+            "features_dc": dc,
+            "features_rest": means.new_zeros((count, *self.gauss_params["features_rest"].shape[1:])),
+            "opacities": torch.logit(means.new_full((count, 1), 0.1)),
+        }
+        _update_param_with_optimizer(
+            lambda name, _: Parameter(values[name].contiguous()),
+            lambda _, state: state.new_zeros((count, *state.shape[1:])),
+            self.gauss_params,
+            self.optimizers,
+            names=list(GAUSSIAN_PARAMS),
+        )
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        CONSOLE.log(f"step {step}: depth reinitialisation replaced {before} Gaussians by {count} on the rendered surfaces")
 
     @torch.no_grad()
     def reduce_to(self, count: int, by: Literal["sampling", "tail"], step: int) -> None:
