@@ -16,7 +16,7 @@ standard teacher's Gaussians): how the gap to the teacher closes as the budget g
 `--budget-steps N`, those students train for N steps (teachers unchanged).
 
 Usage: python benchmarks/bench_student.py [--steps 3000] [--runs DIR] [--out PATH] [--variants [NAME ...]] [--mcmc-variants]
-       [--budgets F [F ...]] [--budget-steps N]
+       [--budgets F [F ...]] [--budget-steps N] [--seeds K ...] [--prune-finetune-like VARIANT ...]
 """
 
 from __future__ import annotations
@@ -249,6 +249,32 @@ def seed_repeats(seeds: List[int], models: List[str], summary: Dict, runs: Path,
     return table
 
 
+def prune_finetune_like(variants: List[str], summary: Dict, runs: Path, steps: int) -> List[Dict]:
+    """Prune-and-fine-tune at each trained variant's Gaussian count and SH degree (stages
+    `prune-finetune-like-<variant>`): is a variant's gain over the default its own, or that of the
+    size it was given? (A lower SH degree at the same file size holds more Gaussians.)"""
+    from distilled_gs_ns.cli.stages import PRUNE_FINETUNE, train_and_report
+
+    by_name = {r["name"]: r for r in summary["results"]}
+    rows = []
+    for name in variants:
+        variant = json.loads((runs / name / "result.json").read_text())
+        flags = variant["flags"]
+        sh = flags[flags.index("--pipeline.model.sh-degree") + 1] if "--pipeline.model.sh-degree" in flags else "3"
+        peer = train_and_report(
+            f"prune-finetune-like-{name}", PRUNE_FINETUNE, runs, steps, by_name["teacher"]["device"],
+            ["--pipeline.teachers", by_name["teacher"]["config"], "--pipeline.model.max-gaussians", str(variant["gaussians"]),
+             "--pipeline.model.sh-degree", sh],
+            data=Path(by_name["teacher"]["data"]),
+        )  # fmt: skip
+        rows.append({"variant": name, "variant_psnr": variant["psnr"], "peer": asdict(peer), "margin_db": variant["psnr"] - peer.psnr})
+    print("\n| variant | Gaussians | PLY MB | PSNR | prune-finetune, same count and SH degree | margin |\n|---|---|---|---|---|---|")
+    for row in rows:
+        peer = row["peer"]
+        print(f"| {row['variant']} | {peer['gaussians']} | {peer['ply_mb']:.2f} | {row['variant_psnr']:.2f} | {peer['psnr']:.2f} | {row['margin_db']:+.2f} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3000)
@@ -264,6 +290,8 @@ def main() -> None:
     parser.add_argument("--seed-models", nargs="+", default=["student", "prune-finetune", "baseline-pruned"],
                         help="which models --seeds repeats (the rows within 0.5 dB of the student; VARIANTS names too)")
     parser.add_argument("--data", type=Path, default=None, help="another nerfstudio-format scene (default: the demo's)")
+    parser.add_argument("--prune-finetune-like", nargs="+", default=[], metavar="VARIANT",
+                        help="also train prune-and-fine-tune at these trained variants' count and SH degree")
     args = parser.parse_args()
     if any(not 0 < f <= 1 for f in args.budgets):
         parser.error("--budgets takes fractions in (0, 1]")
@@ -305,6 +333,8 @@ def main() -> None:
         ]  # fmt: skip
         summary["mcmc_variants"] = [asdict(r) for r in rows]
         print("\nMCMC variants:\n" + format_table(rows))
+    if args.prune_finetune_like:
+        summary["prune_finetune_like"] = prune_finetune_like(args.prune_finetune_like, summary, args.runs.resolve(), args.steps)
     if args.budgets:
         summary["budgets"] = budget_sweep(args.budgets, summary, args.runs.resolve(), args.budget_steps or args.steps)
     from distilled_gs_ns.models.student import StudentModelConfig
