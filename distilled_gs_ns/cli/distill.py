@@ -69,8 +69,9 @@ def run_distill(options: Distill, scaled_for_demo_scene: bool = False, scene_nam
     random seeds) for any step count."""
     import torch
 
+    from distilled_gs_ns.cli.side_by_side import side_by_side
     from distilled_gs_ns.cli.stages import (
-        STUDENT, TEACHERS, bar_margins, export_file, format_table, same_budget_stages, side_by_side, train_and_report,
+        STUDENT, TEACHERS, bar_margins, export_file, format_table, same_budget_stages, train_and_report,
     )  # fmt: skip
     from distilled_gs_ns.metrics.render_speed import render_fps
 

@@ -204,32 +204,3 @@ def export_file(result: StageResult, output_dir: Path, fmt: str) -> Path:
         print(f"\n$ distilled-gs export --load-config {result.config} --format {fmt} --output {path}", flush=True)
         print(export_run(Path(result.config), chosen, path).line(), flush=True)
     return path
-
-
-def side_by_side(panels: Sequence[Tuple[str, Path]], ground_truth: Path, output: Path, height: int = 320) -> None:
-    """One held-out view, ground truth then each model, every panel named and scaled up to `height`.
-
-    `panels`: (label, folder of ns-eval's `--render-output-path` renders, [ground truth | render] per
-    view); the ground truth is taken from `ground_truth`'s first view.
-    """
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
-
-    def half(folder: Path, right: bool) -> Image.Image:
-        image = np.asarray(Image.open(folder / "eval_img_0000.png").convert("RGB"))
-        middle = image.shape[1] // 2
-        return Image.fromarray(image[:, middle:] if right else image[:, :middle])
-
-    tiles = [("ground truth", half(ground_truth, right=False))] + [(label, half(f, right=True)) for label, f in panels]
-    scale = max(1, round(height / tiles[0][1].height))
-    width, tile_height = tiles[0][1].width * scale, tiles[0][1].height * scale
-    font = ImageFont.load_default(size=max(12, tile_height // 16))
-    bar = 2 * (font.size + 6)
-    canvas = Image.new("RGB", (len(tiles) * (width + 6) - 6, tile_height + bar), "white")
-    draw = ImageDraw.Draw(canvas)
-    for index, (label, tile) in enumerate(tiles):
-        left = index * (width + 6)
-        canvas.paste(tile.resize((width, tile_height), Image.NEAREST), (left, bar))
-        for line_index, line in enumerate(label.split("\n")):
-            draw.text((left + 4, 3 + line_index * (font.size + 4)), line, fill="black", font=font)
-    canvas.save(output)
