@@ -19,6 +19,7 @@ from distilled_gs_ns.configs.demo import ShortRun
 from distilled_gs_ns.errors import UserInputError
 
 Peer = Literal["mcmc", "prune-finetune", "baseline", "baseline-pruned"]
+TeacherKind = Literal["standard", "perturbed", "dropout"]
 FULL_SCHEDULE_STEPS = 30000
 """The methods' own schedule (splatfacto's) is for this many steps."""
 
@@ -47,6 +48,9 @@ class Distill:
     teacher pruned to it and fine-tuned, 3DGS capped at it, the student's recipe without teachers."""
     teachers: Tuple[Path, ...] = ()
     """config.yml of already trained teachers (standard first) instead of training them here."""
+    train_teachers: Tuple[TeacherKind, ...] = ("standard", "perturbed", "dropout")
+    """Which teachers to train when --teachers is not given. The standard one is always needed (it is
+    the student's start and budget reference); the perturbed and dropout teachers only label."""
     student_flags: str = ""
     """More ns-train flags for the student, quoted and after '=', e.g.
     --student-flags="--pipeline.model.max-megabytes 2 --pipeline.model.export-format spz"."""
@@ -71,7 +75,8 @@ def run_distill(options: Distill, scaled_for_demo_scene: bool = False, scene_nam
 
     from distilled_gs_ns.cli.side_by_side import side_by_side
     from distilled_gs_ns.cli.stages import (
-        STUDENT, TEACHERS, bar_margins, export_file, format_table, same_budget_stages, train_and_report,
+        STUDENT, TEACHERS, bar_margins, export_file, format_table, same_budget_stages, teacher_stages,
+        train_and_report,
     )  # fmt: skip
     from distilled_gs_ns.metrics.render_speed import render_fps
 
@@ -80,6 +85,8 @@ def run_distill(options: Distill, scaled_for_demo_scene: bool = False, scene_nam
     data = options.data.resolve()
     if not data.exists():
         raise UserInputError(f"no scene at {data} (--data)")
+    if "standard" not in options.train_teachers:
+        raise UserInputError("--train-teachers must include standard: the student starts from the standard teacher")
     for teacher in options.teachers:
         if not teacher.is_file():
             raise UserInputError(f"no teacher run at {teacher}: --teachers takes config.yml files of finished ns-train runs")
@@ -104,7 +111,7 @@ def run_distill(options: Distill, scaled_for_demo_scene: bool = False, scene_nam
         results = []
         print(f"teachers: {', '.join(teacher_configs)} (trained earlier)")
     else:
-        results = [stage(name, method) for name, method in TEACHERS.items()]
+        results = [stage(name, method) for name, method in teacher_stages(options.train_teachers).items()]
         teacher_configs = [r.config for r in results]
     student = stage("student", STUDENT, ["--pipeline.teachers", *teacher_configs, *shlex.split(options.student_flags)])
     budget_stages = same_budget_stages(teacher_configs[0], student.gaussians)

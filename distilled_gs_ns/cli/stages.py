@@ -10,6 +10,7 @@ Used by `distilled-gs distill`, `distilled-gs demo` and the benchmarks.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,8 @@ TEACHERS = {
     "teacher-perturbed": "distilled-3dgs-teacher-perturbed",
     "teacher-dropout": "distilled-3dgs-teacher-dropout",
 }
+TEACHER_KINDS = {"standard": "teacher", "perturbed": "teacher-perturbed", "dropout": "teacher-dropout"}
+"""`distilled-gs distill --train-teachers` names -> stage names."""
 STUDENT = "distilled-3dgs-student"
 MCMC = "distilled-3dgs-mcmc"
 PRUNE_FINETUNE = "distilled-3dgs-prune-finetune"
@@ -50,6 +53,8 @@ class StageResult:
     """Held-out views rendered per second (measured after all stages, not cached)."""
     file_mb: Optional[float] = None
     """Size of the model's file in the run's chosen format (`distilled-gs distill --format`)."""
+    resumed: bool = False
+    """The training was stopped and resumed from a checkpoint: train_seconds covers the last part only."""
 
 
 def _run(args: Sequence[str], log: Path) -> None:
@@ -63,6 +68,22 @@ def _run(args: Sequence[str], log: Path) -> None:
             handle.write(line)
         if proc.wait() != 0:
             raise SystemExit(f"error: {args[0]} failed (exit {proc.returncode}); its output is in {log}")
+
+
+def _resume_flags(stage_dir: Path, run_dir: Path, settings: Dict) -> List[str]:
+    """`--load-dir` of a stage that started with the same settings and was stopped (a session ended,
+    a kill) after writing a checkpoint, so that it goes on from there; otherwise the stage starts
+    afresh, without the checkpoints of an earlier run with other settings (ns-eval would load the
+    newest of them)."""
+    started = stage_dir / "started.json"
+    checkpoints = run_dir / "nerfstudio_models"
+    if started.exists() and json.loads(started.read_text()) == settings and any(checkpoints.glob("step-*.ckpt")):
+        print(f"\n{stage_dir.name}: resuming the stopped run from its newest checkpoint in {checkpoints}", flush=True)
+        return ["--load-dir", str(checkpoints)]
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    started.write_text(json.dumps(settings, indent=2))
+    return []
 
 
 def export_and_evaluate(config: Path, export_dir: Path, metrics_path: Path, renders: Path) -> None:
@@ -94,11 +115,12 @@ def train_and_report(
 
     `schedule` replaces the ShortRun flags of `steps`; `parser` selects and configures the dataparser
     (e.g. `colmap --downscale-factor 2`). A stage that already finished with the same steps, device,
-    flags and data is not run again.
+    flags and data is not run again; one that was stopped part-way goes on from its newest checkpoint.
     """
     stage_dir = output_dir / name
     saved = stage_dir / "result.json"
     flags = [*(schedule or []), *extra, *parser]
+    settings = {"steps": steps, "device": device, "flags": flags, "data": str(data)}
     if saved.exists():
         result = StageResult(**json.loads(saved.read_text()))
         same = (result.steps, result.device, result.flags, result.data) == (steps, device, flags, str(data))
@@ -106,11 +128,12 @@ def train_and_report(
             print(f"\n{name}: finished earlier ({saved}), reused")
             return result
     run_dir = stage_dir / method / "demo"
+    resume = _resume_flags(stage_dir, run_dir, settings)
     start = time.perf_counter()
     _run(
         [
             "ns-train", method, "--output-dir", str(output_dir), "--experiment-name", name, "--timestamp", "demo",
-            *(schedule or ShortRun(steps, device).flags()), *extra, *parser, "--data", str(data),
+            *(schedule or ShortRun(steps, device).flags()), *extra, *parser, *resume, "--data", str(data),
         ],
         output_dir / f"{name}-train.log",
     )  # fmt: skip
@@ -135,9 +158,16 @@ def train_and_report(
         flags=flags,
         config=str(config),
         data=str(data),
+        resumed=bool(resume),
     )
     saved.write_text(json.dumps(asdict(result), indent=2))
     return result
+
+
+def teacher_stages(kinds: Sequence[str]) -> Dict[str, str]:
+    """Stage name -> method of the teachers of `kinds` (TEACHER_KINDS), in training order."""
+    wanted = {TEACHER_KINDS[kind] for kind in kinds}
+    return {name: method for name, method in TEACHERS.items() if name in wanted}
 
 
 def student_stage(teacher_configs: Sequence[str]) -> Tuple[str, List[str]]:
