@@ -45,13 +45,15 @@ CANDIDATES: Dict[str, List[str]] = {
     "until-0.25": ["--pipeline.model.sample-at", "0.25"],
     "until-0.25-rounds-5": ["--pipeline.model.sample-at", "0.25", "--pipeline.model.prune-rounds", "5"],
     "until-0.1-rounds-3": ["--pipeline.model.sample-at", "0.1", "--pipeline.model.prune-rounds", "3"],
+    "consensus": ["--pipeline.model.importance", "consensus"],
     "kd-fused": ["--pipeline.model.kd-weight", "1"],
     "kd-standard": ["--pipeline.model.kd-weight", "1", *STANDARD],
     "pv-fused": BETWEEN,
     "pv-standard": [*STANDARD, *BETWEEN],
 }  # fmt: skip
 """Students beside the default (10 progressive-pruning rounds of the whole standard teacher until half
-the run, no labels): the last cut earlier (more fine-tuning at the budget; fewer rounds), and the
+the run, no labels): the last cut earlier (more fine-tuning at the budget; fewer rounds), cuts by
+consensus importance (each Gaussian's largest single view left out: floaters rank low), and the
 teachers as teachers: fused labels at the training views from all three or the standard teacher
 alone, and labels at as many pseudo-views (between neighbouring training views, one step in four)
 as there are training views. Placeholder: {train_views}."""

@@ -156,14 +156,15 @@ def test_paper_recipe_student_resumes_after_sampling(paper_run: TrainedRun, teac
 
 
 def test_student_options_train_through_ns_train(teacher_runs: Dict[str, TrainedRun], runs_dir: Path, tmp_path: Path) -> None:
-    """Depth labels, pseudo-views between training views, a lower SH degree and MCMC at the budget
-    from the teacher's most important Gaussians, all in one run: the count is the budget at every
+    """Depth labels, pseudo-views between training views, a lower SH degree, consensus importance and
+    MCMC at the budget from the teacher's most important Gaussians, all in one run: the count is the budget at every
     checkpoint, and the exported file has degree 1's colour fields."""
     teachers = [str(run.config) for run in teacher_runs.values()]
     run = train(STUDENT, runs_dir, "student-options", extra=[
         "--pipeline.teachers", *teachers, *BUDGET_SCHEDULE,
         "--pipeline.model.depth-weight", "0.1", "--pipeline.pseudo-views", "8",
         "--pipeline.model.sh-degree", "1", "--pipeline.model.prune-rounds", "0", "--pipeline.model.densification", "mcmc",
+        "--pipeline.model.importance", "consensus",
     ])  # fmt: skip
     budget = budget_of(teacher_runs["distilled-3dgs-teacher"])
     assert "pseudo-views: 8 cached" in run.log and "pseudo-labels: 87 views cached" in run.log

@@ -156,6 +156,26 @@ def test_importance_sums_to_the_rendered_alpha_and_ranks_occlusion() -> None:
     assert importance[2] == 0
 
 
+def test_consensus_importance_ranks_a_floater_in_front_of_one_camera_below_the_surface() -> None:
+    """A small Gaussian close to camera 0 fills much of that view only: by blending weight it outranks
+    the Gaussian every camera sees; without each Gaussian's largest view it ranks far below it."""
+    model = make_model(num=16)
+    cameras = ring_cameras()
+    target, eye0 = torch.tensor([0.2, -0.1, 0.1]), torch.tensor([3.2, -0.1, 1.1])  # ring_cameras' focus and camera 0
+    set_gaussians(
+        model,
+        means=torch.stack([target, target + 0.9 * (eye0 - target)]),
+        log_scales=torch.log(torch.tensor([[0.25], [0.1]])),
+        opacities=torch.tensor([0.9, 0.8]),
+        rgb=torch.full((2, 3), 0.5),
+    )
+    plain = blending_importance(model, cameras)
+    consensus = blending_importance(model, cameras, consensus=True)
+    assert plain[1] > plain[0]
+    assert consensus[0] > 10 * consensus[1] > 0
+    assert consensus[0] > 0.8 * plain[0]  # the surface keeps most of its score
+
+
 # ---------------------------------------------------------------------------------------------- pseudo-labels
 
 

@@ -5,6 +5,10 @@ contributes. Rendering constant per-Gaussian colours c_i gives pixel = sum_i T_i
 d(sum of pixels)/d c_i is exactly the sum of i's weights over the image. One forward and backward
 pass per view therefore measures importance with either rasteriser (gsplat's CUDA kernels or the
 PyTorch one), without a special kernel.
+
+The 'consensus' variant leaves out each Gaussian's largest single view: a floater close to one
+camera covers much of that view (a large blending weight there) but little of the others, while a
+surface Gaussian is weighted in many views and keeps almost all of its score.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from nerfstudio.cameras.cameras import Cameras
 from distilled_gs_ns.distillation.renderer import SplatRenderer
 
 
-def blending_importance(model: SplatRenderer, cameras: Cameras, description: str = "importance") -> Tensor:
-    """[N] accumulated blending weight of each of `model`'s Gaussians over all `cameras`.
+def blending_importance(
+    model: SplatRenderer, cameras: Cameras, description: str = "importance", consensus: bool = False
+) -> Tensor:
+    """[N] accumulated blending weight of each of `model`'s Gaussians over all `cameras` (with
+    `consensus`, less its largest single view's).
 
     Renders at each camera's full resolution with the model's current Gaussians (no dropout or
     other training-only changes: the model is put in eval mode for the pass).
@@ -32,6 +39,7 @@ def blending_importance(model: SplatRenderer, cameras: Cameras, description: str
         with torch.no_grad():
             base = model.gaussians_for_render(None)
         importance = torch.zeros(base.means.shape[0], device=base.means.device)
+        largest = torch.zeros_like(importance)
         for index in track(range(cameras.shape[0]), description=description, transient=True):
             probe = torch.zeros(base.means.shape[0], 3, device=base.means.device, requires_grad=True)
             gaussians = replace(base, colors=probe, sh_degree=None)
@@ -39,7 +47,8 @@ def blending_importance(model: SplatRenderer, cameras: Cameras, description: str
                 render, _, _ = model.rasterize_view(gaussians, cameras[index : index + 1].to(model.device))
                 (grad,) = torch.autograd.grad(render[..., 0].sum(), probe)
             importance += grad[:, 0]
+            torch.maximum(largest, grad[:, 0], out=largest)
     finally:
         model.train(was_training)
-    return importance
+    return importance - largest if consensus else importance
 

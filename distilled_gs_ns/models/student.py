@@ -95,6 +95,10 @@ class StudentModelConfig(SplatBaseModelConfig):
     """Weight of the relative L1 loss between the student's expected depth and the teachers' fused one
     (at training views and pseudo-views, where the teachers cover the pixel). The ground truth has no
     depth; the official code uses monocular depth instead. 0: off."""
+    importance: Literal["blending", "consensus"] = "blending"
+    """What the cuts rank Gaussians by: 'blending', the blending weight summed over the training views
+    (as the official code); 'consensus', the same without each Gaussian's largest single view, so
+    that a floater filling one view near its camera ranks low (distillation/importance.py)."""
     structure_resolution: Optional[int] = None
     """Voxels per axis of the structure loss histogram. None: matched to the budget B, the cube root
     of B / 0.2 clamped to [8, 128] (the paper's 128 at its ~480k Gaussians holds ~0.2 per voxel;
@@ -318,7 +322,9 @@ class StudentModel(SplatBaseModel):
             return
         if self.train_cameras is None:
             raise RuntimeError("the student needs the training cameras to measure importance")
-        importance = blending_importance(self, self.train_cameras, description=f"importance ({by})")
+        importance = blending_importance(
+            self, self.train_cameras, description=f"importance ({by})", consensus=self.config.importance == "consensus"
+        )
         if by == "sampling":
             drop = torch.ones(before, dtype=torch.bool, device=importance.device)
             drop[sample_by_importance(importance, count)] = False

@@ -105,7 +105,9 @@ class DistillationPipeline(SplatPipeline):
         cameras = self.served_train_cameras()
         importance = None
         if self.model.config.initialisation == "teacher" or self.model.config.max_megabytes is not None:
-            importance = blending_importance(reference.model, cameras, description="teacher importance")
+            importance = blending_importance(
+                reference.model, cameras, description="teacher importance", consensus=self.model.config.importance == "consensus"
+            )
         size_sample = None
         if self.model.config.max_megabytes is not None:
             size_sample = from_model(reference.model, order=torch.argsort(importance, descending=True))
