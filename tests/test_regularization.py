@@ -85,11 +85,15 @@ def test_dropout_zeroes_the_rate_and_preserves_expected_opacity() -> None:
     assert abs(dropped.mean().item() - opacities.mean().item()) < 0.01
 
 
-def test_dropout_rate_ramps_when_a_final_rate_is_given() -> None:
+def test_dropout_rate_ramps_over_its_window_when_a_final_rate_is_given() -> None:
     ramp = GaussianDropout(rate=0.2, final_rate=0.3)
-    assert ramp.rate_at(0, 101) == pytest.approx(0.2)
-    assert ramp.rate_at(50, 101) == pytest.approx(0.25)
-    assert ramp.rate_at(100, 101) == pytest.approx(0.3)
-    assert GaussianDropout(rate=0.2).rate_at(100, 101) == 0.2
+    assert ramp.rate_at(0, 0, 100) == pytest.approx(0.2)
+    assert ramp.rate_at(50, 0, 100) == pytest.approx(0.25)
+    assert ramp.rate_at(100, 0, 100) == pytest.approx(0.3)
+    anneal = GaussianDropout(rate=0.2, final_rate=0.0)
+    assert anneal.rate_at(1500, 2000, 2999) == pytest.approx(0.2)  # before the window: its first rate
+    assert anneal.rate_at(2000, 2000, 2999) == pytest.approx(0.2)
+    assert anneal.rate_at(2999, 2000, 2999) == 0.0
+    assert GaussianDropout(rate=0.2).rate_at(100, 0, 100) == 0.2
     with pytest.raises(ValueError):
         GaussianDropout(rate=1.0)

@@ -166,20 +166,31 @@ def test_lpips_unavailable_offline_warns_once(monkeypatch) -> None:
     assert "offline" in metric.unavailable_reason
 
 
-def test_dropout_applies_in_training_only() -> None:
+def test_dropout_applies_in_training_only_and_after_densification_by_default() -> None:
     model = make_model(DropoutTeacherModelConfig(dropout_rate=0.5))
     camera = ring_cameras()[0:1]
     model.eval()
     first = model.get_outputs_for_camera(camera)["rgb"]
     second = model.get_outputs_for_camera(camera)["rgb"]
     assert torch.equal(first, second)
+    plain = torch.sigmoid(model.opacities).squeeze(-1)
     model.train()
+    model.step = model.config.stop_split_at - 1  # still densifying: the gradients stay undisturbed
+    assert torch.equal(model.gaussians_for_render(None).opacities, plain)
+    model.step = model.config.stop_split_at
     g1 = model.gaussians_for_render(None).opacities
     g2 = model.gaussians_for_render(None).opacities
     assert not torch.equal(g1, g2)
     assert 0.4 < float((g1 == 0).float().mean()) < 0.6
     model.eval()
-    assert torch.equal(model.gaussians_for_render(None).opacities, torch.sigmoid(model.opacities).squeeze(-1))
+    assert torch.equal(model.gaussians_for_render(None).opacities, plain)
+
+
+def test_dropout_while_densifying_drops_from_the_first_step() -> None:
+    model = make_model(DropoutTeacherModelConfig(dropout_rate=0.5, dropout_while_densifying=True))
+    model.train()
+    model.step = 0
+    assert 0.4 < float((model.gaussians_for_render(None).opacities == 0).float().mean()) < 0.6
 
 
 def test_an_empty_point_cloud_falls_back_to_random_seeds_that_can_be_placed() -> None:

@@ -2,8 +2,9 @@
 
 Each training render switches off a random fraction p of the Gaussians (opacity 0) and scales the
 survivors' opacity by 1 / (1 - p), so the expected opacity is unchanged and every Gaussian must be
-useful on its own. p may ramp linearly over training (DropGaussian grows it with the step). Never
-applied outside training.
+useful on its own. p may ramp linearly over the steps dropout runs in (DropGaussian grows it with
+the step; the dropout teacher anneals it to 0, so that its last steps train the Gaussians it is
+evaluated with). Never applied outside training.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ class GaussianDropout:
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"dropout rates must be in [0, 1), got {value}")
 
-    def rate_at(self, step: int, max_num_iterations: int) -> float:
-        if self.final_rate is None or max_num_iterations <= 1:
+    def rate_at(self, step: int, first: int, last: int) -> float:
+        """The rate at `step` of a window of steps [first, last]: `rate` at first, `final_rate` at last."""
+        if self.final_rate is None or last <= first:
             return self.rate
-        t = min(max(step / (max_num_iterations - 1), 0.0), 1.0)
+        t = min(max((step - first) / (last - first), 0.0), 1.0)
         return self.rate + t * (self.final_rate - self.rate)
 
     def apply(self, opacities: Tensor, rate: float) -> Tensor:
