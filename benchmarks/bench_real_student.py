@@ -46,6 +46,7 @@ CANDIDATES: Dict[str, List[str]] = {
     "until-0.25-rounds-5": ["--pipeline.model.sample-at", "0.25", "--pipeline.model.prune-rounds", "5"],
     "until-0.1-rounds-3": ["--pipeline.model.sample-at", "0.1", "--pipeline.model.prune-rounds", "3"],
     "consensus": ["--pipeline.model.importance", "consensus"],
+    "consensus-until-0.25": ["--pipeline.model.importance", "consensus", "--pipeline.model.sample-at", "0.25"],
     "kd-fused": ["--pipeline.model.kd-weight", "1"],
     "kd-standard": ["--pipeline.model.kd-weight", "1", *STANDARD],
     "pv-fused": BETWEEN,
@@ -139,11 +140,11 @@ def bench(name: str, scene: BenchScene, args: argparse.Namespace) -> Dict:
     runs = (args.runs / name).resolve()
     run_distill(
         Distill(data=scene.data, dataparser=scene.dataparser, dataparser_flags=scene.dataparser_flags, output_dir=runs,
-                steps=args.steps, peers=PEERS, device=args.device, train_teachers=tuple(args.train_teachers)),  # type: ignore[arg-type]
+                steps=args.steps, peers=tuple(args.peers), device=args.device, train_teachers=tuple(args.train_teachers)),  # type: ignore[arg-type]
         scaled_for_demo_scene=scene.synthetic, scene_name=name,
     )  # fmt: skip
     stages = SceneStages(scene, runs, args.steps)
-    seed0 = {row: stages.run(row) for row in ("student", *PEERS, *args.candidates)}
+    seed0 = {row: stages.run(row) for row in ("student", *args.peers, *args.candidates)}
     psnr = {row: result.psnr for row, result in seed0.items()}
     rows: Dict[str, Dict] = {}
     for row, result in seed0.items():
@@ -212,6 +213,7 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="*", default=[], choices=list(CANDIDATES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS))
     parser.add_argument("--train-teachers", nargs="+", choices=["standard", "perturbed", "dropout"],
                         default=["standard", "perturbed", "dropout"], help="as distilled-gs distill's")  # fmt: skip
     args = parser.parse_args()
