@@ -219,7 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.scenes:
         bench(name, bench_scene(name, args.runs / "scenes", args.sources), args)
-        records = [json.loads(p.read_text()) for p in sorted(args.out.glob("*.json"))]  # every scene benched so far
+        records = [r for r in (json.loads(p.read_text()) for p in sorted(args.out.glob("*.json"))) if "margins" in r]  # scenes so far
         (args.out / "summary.md").write_text(summary_table(records) + "\n")
     print("\n" + (args.out / "summary.md").read_text())
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distilled_gs_ns.cli.stages import _resume_flags, teacher_stages
+from distilled_gs_ns.cli.stages import _resume_flags, teacher_stages, train_command
 
 SETTINGS = {"steps": 30000, "device": "cpu", "flags": ["--vis", "tensorboard"], "data": "/data/fox"}
 
@@ -46,3 +46,12 @@ def test_the_teachers_to_train_keep_their_order_and_methods() -> None:
     assert teacher_stages(["standard"]) == {"teacher": "distilled-3dgs-teacher"}
     assert list(teacher_stages(["dropout", "standard"])) == ["teacher", "teacher-dropout"]
     assert teacher_stages(["standard", "perturbed", "dropout"])["teacher-perturbed"] == "distilled-3dgs-teacher-perturbed"
+
+
+def test_the_resume_flag_goes_before_the_dataparser_subcommand(tmp_path: Path) -> None:
+    """tyro applies a flag to the subcommand before it: --load-dir after `colmap ...` is refused."""
+    stage, run = stopped_stage(tmp_path, SETTINGS)
+    resume = _resume_flags(stage, run, dict(SETTINGS))
+    args = train_command("teacher", "distilled-3dgs-teacher", tmp_path, ["--vis", "tensorboard", *resume],
+                         ["colmap", "--downscale-factor", "8"], Path("/data/fox"))  # fmt: skip
+    assert args.index("--load-dir") < args.index("colmap") < args.index("--data")

@@ -70,6 +70,13 @@ def _run(args: Sequence[str], log: Path) -> None:
             raise SystemExit(f"error: {args[0]} failed (exit {proc.returncode}); its output is in {log}")
 
 
+def train_command(name: str, method: str, output_dir: Path, flags: Sequence[str], parser: Sequence[str], data: Path) -> List[str]:
+    """The stage's ns-train command line: the trainer's and model's `flags` before the dataparser
+    subcommand (tyro applies every flag to the subcommand before it)."""
+    return ["ns-train", method, "--output-dir", str(output_dir), "--experiment-name", name, "--timestamp", "demo",
+            *flags, *parser, "--data", str(data)]  # fmt: skip
+
+
 def _resume_flags(stage_dir: Path, run_dir: Path, settings: Dict) -> List[str]:
     """`--load-dir` of a stage that started with the same settings and was stopped (a session ended,
     a kill) after writing a checkpoint, so that it goes on from there; otherwise the stage starts
@@ -130,13 +137,8 @@ def train_and_report(
     run_dir = stage_dir / method / "demo"
     resume = _resume_flags(stage_dir, run_dir, settings)
     start = time.perf_counter()
-    _run(
-        [
-            "ns-train", method, "--output-dir", str(output_dir), "--experiment-name", name, "--timestamp", "demo",
-            *(schedule or ShortRun(steps, device).flags()), *extra, *parser, *resume, "--data", str(data),
-        ],
-        output_dir / f"{name}-train.log",
-    )  # fmt: skip
+    _run(train_command(name, method, output_dir, [*(schedule or ShortRun(steps, device).flags()), *extra, *resume], parser, data),
+         output_dir / f"{name}-train.log")  # fmt: skip
     train_seconds = time.perf_counter() - start
     config = run_dir / "config.yml"
     export_dir = stage_dir / "export"
