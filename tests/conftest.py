@@ -54,7 +54,8 @@ def untrained_run(runs_dir: Path) -> TrainedRun:
 @pytest.fixture(scope="session")
 def teacher_runs(runs_dir: Path) -> Dict[str, TrainedRun]:
     """Each teacher method trained for a few hundred steps through the real CLI. The tests' schedule
-    never stops densifying, so the dropout teacher drops Gaussians from the first step (the option
-    for it), to run its dropout through ns-train."""
-    extra = {"distilled-3dgs-teacher-dropout": ["--pipeline.model.dropout-while-densifying", "True"]}
+    never stops densifying, so the dropout teacher drops Gaussians from the first step at a constant
+    20% (DropGaussian's every-step dropout, the options for it), to run its dropout through ns-train."""
+    extra = {"distilled-3dgs-teacher-dropout": ["--pipeline.model.dropout-while-densifying", "True",
+                                                "--pipeline.model.dropout-final-rate", "None"]}  # fmt: skip
     return {method: train(method, runs_dir, method, extra=extra.get(method, ())) for method in TEACHER_METHODS}
