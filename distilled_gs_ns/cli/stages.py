@@ -1,8 +1,8 @@
 """The stages of the Distilled-3DGS recipe, each the nerfstudio commands a user would run.
 
-A stage trains one model (`ns-train`, its own process), exports it (`ns-export gaussian-splat`, and
-`distilled-gs export` for another format) and evaluates the held-out views (`ns-eval`), the last two
-in this process through the classes those commands run; its result is kept in
+A stage trains one model (`ns-train`, its own process), exports it (`ns-export gaussian-splat`'s PLY,
+and another format, both written as `distilled-gs export` writes them) and evaluates the held-out
+views (`ns-eval`), the last two in this process; its result is kept in
 `<output>/<name>/result.json`, so running again with the same settings reuses finished stages.
 Used by `distilled-gs distill`, `distilled-gs demo` and the benchmarks.
 """
@@ -94,14 +94,17 @@ def _resume_flags(stage_dir: Path, run_dir: Path, settings: Dict) -> List[str]:
 
 
 def export_and_evaluate(config: Path, export_dir: Path, metrics_path: Path, renders: Path) -> None:
-    """`ns-export gaussian-splat` and `ns-eval` of a finished run, in this process: the classes their
-    commands run, with the same arguments and files, without two interpreter start-ups (about 10 s
-    of imports each on 2 cores) per stage."""
+    """The run's PLY and `ns-eval`, in this process, without two interpreter start-ups (about 10 s of
+    imports each on 2 cores) per stage. The PLY is `ns-export gaussian-splat`'s file, byte for byte,
+    written by `distilled-gs export` (tests/test_cli_export.py), which needs no open3d (not on the
+    GPU machine, docs/gpu.md); ns-eval is the class its command runs, with the same arguments."""
     from nerfstudio.scripts.eval import ComputePSNR
-    from nerfstudio.scripts.exporter import ExportGaussianSplat
 
-    print(f"\n$ ns-export gaussian-splat --load-config {config} --output-dir {export_dir}   (in process)", flush=True)
-    ExportGaussianSplat(load_config=config, output_dir=export_dir).main()
+    from distilled_gs_ns.export.writer import export_run, resolve_format
+
+    ply = export_dir / "splat.ply"
+    print(f"\n$ distilled-gs export --load-config {config} --format ply --output {ply}   (in process)", flush=True)
+    print(export_run(config, resolve_format("ply"), ply).line(), flush=True)
     print(f"\n$ ns-eval --load-config {config} --output-path {metrics_path} --render-output-path {renders}   (in process)", flush=True)
     ComputePSNR(load_config=config, output_path=metrics_path, render_output_path=renders).main()
 
@@ -224,7 +227,7 @@ def bar_margins(teacher: StageResult, student: StageResult, peers: Dict[str, Sta
 
 
 def export_file(result: StageResult, output_dir: Path, fmt: str) -> Path:
-    """The stage's model in `fmt` (the PLY is ns-export's); written once (in this process, as
+    """The stage's model in `fmt` (the PLY is the stage's own); written once (in this process, as
     `distilled-gs export` does), kept with the stage."""
     if fmt == "ply":
         return Path(result.config).parent.parent.parent / "export" / "splat.ply"
