@@ -23,6 +23,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -231,24 +232,35 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     deadline = Deadline(args.deadline)
     args.runs.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     specs = plan(args)
     records = {s.name: RunRecord(s.name, s.method, args.device, args.steps) for s in specs}
+    saving = threading.Lock()
+
+    def save() -> List[Dict]:
+        """All records so far, written again after every run: a kill from outside keeps what finished."""
+        with saving:
+            ordered = [asdict(records[s.name]) for s in specs]
+            args.out.write_text(json.dumps(ordered, indent=2))
+        return ordered
+
+    def execute_and_save(spec: RunSpec) -> None:
+        execute(spec, records[spec.name], args.runs, args, deadline)
+        save()
+
     first = [s for s in specs if s.name not in FROM_TEACHER]
     second = [s for s in specs if s.name in FROM_TEACHER]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        list(pool.map(lambda s: execute(s, records[s.name], args.runs, args, deadline), first))
+        list(pool.map(execute_and_save, first))
         teachers = [records[n] for n in ("teacher", "teacher-perturbed", "teacher-dropout") if n in records and records[n].ok]
         for spec in second:
             if not teachers or teachers[0].name != "teacher":
                 records[spec.name].failed_at = "teacher"
             else:
                 spec.flags += teacher_flags(spec, teachers)
-        runnable = [s for s in second if records[s.name].failed_at is None]
-        list(pool.map(lambda s: execute(s, records[s.name], args.runs, args, deadline), runnable))
+        list(pool.map(execute_and_save, [s for s in second if records[s.name].failed_at is None]))
 
-    ordered = [asdict(records[s.name]) for s in specs]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(ordered, indent=2))
+    ordered = save()
     for record in ordered:
         status = "ok" if record["ok"] else f"FAILED at {record['failed_at']}"
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["eval"].items())
