@@ -3,8 +3,9 @@
 Per scene, `distilled-gs distill` trains (or reuses) the three teachers, the default student and the
 peers a user could pick instead at its Gaussian count (prune-and-fine-tune, 3DGS-MCMC, the student's
 recipe without teachers), then the candidate students named with `--candidates`, then, with
-`--seeds`, every row that lies within 0.5 dB of another (the bar asks for means of 3 seeds there)
-again with other seeds. Every finished stage is kept and reused, so the tables grow over several
+`--seeds`, every student row within 0.5 dB of a peer and every peer within 0.5 dB of a student row
+(the bar asks for means of 3 seeds there) again with other seeds. Every finished stage is kept and
+reused, and every finished candidate and seed stays in the tables, so they grow over several
 sittings; the scene's table and the student's and each candidate's margins are written after each
 scene.
 
@@ -111,11 +112,24 @@ class SceneStages:
         fill = {"train_views": str(self.train_views())} if any("{" in f for f in CANDIDATES[name]) else {}
         return STUDENT, ["--pipeline.teachers", *self.teachers, *(f.format(**fill) for f in CANDIDATES[name])]
 
+    @staticmethod
+    def label(name: str) -> str:
+        return name if name in ("student", *PEERS) else f"candidate-{name}"
+
+    def finished_candidates(self) -> List[str]:
+        """Candidates whose seed-0 stage finished in an earlier invocation (kept in the tables)."""
+        return [name for name in CANDIDATES if (self.runs / self.label(name) / "result.json").exists()]
+
+    def finished_seeds(self, name: str) -> List[int]:
+        """Other seeds of `name` that finished in an earlier invocation (kept in its mean)."""
+        found = (p.parent.name.rsplit("-seed", 1)[1] for p in self.runs.glob(f"{self.label(name)}-seed*/result.json"))
+        return sorted(int(seed) for seed in found if seed.isdigit())
+
     def run(self, name: str, seed: int = 0) -> StageResult:
         if seed == 0 and name in self.results:
             return StageResult(**self.results[name])
         method, flags = self.flags(name)
-        label = name if name in ("student", *PEERS) else f"candidate-{name}"
+        label = self.label(name)
         if seed:
             label, flags = f"{label}-seed{seed}", [*flags, "--machine.seed", str(seed)]
         return train_and_report(label, method, self.runs, self.steps, self.device, flags,
@@ -123,8 +137,10 @@ class SceneStages:
 
 
 def needs_seeds(psnr: Dict[str, float], name: str, within: float = 0.5) -> bool:
-    """Whether another row lies within `within` dB of `name`'s (seed 0)."""
-    return any(abs(psnr[name] - value) < within for other, value in psnr.items() if other != name)
+    """Whether a comparison the bar makes lies within `within` dB (seed 0): a student row against a
+    peer, or a peer against a student row. (Two peers close to each other need no more seeds.)"""
+    others = [row for row in psnr if (row in PEERS) != (name in PEERS)]
+    return any(abs(psnr[name] - psnr[other]) < within for other in others)
 
 
 def margins(rows: Dict[str, Dict], name: str) -> Dict[str, float]:
@@ -144,11 +160,14 @@ def bench(name: str, scene: BenchScene, args: argparse.Namespace) -> Dict:
         scaled_for_demo_scene=scene.synthetic, scene_name=name,
     )  # fmt: skip
     stages = SceneStages(scene, runs, args.steps)
-    seed0 = {row: stages.run(row) for row in ("student", *args.peers, *args.candidates)}
-    psnr = {row: result.psnr for row, result in seed0.items()}
+    candidates = list(dict.fromkeys([*stages.finished_candidates(), *args.candidates]))
+    seed0 = {row: stages.run(row) for row in ("student", *args.peers, *candidates)}
+    asked_rows = ("student", *args.peers, *args.candidates)  # earlier invocations' candidates get no new seeds
+    psnr = {row: result.psnr for row, result in seed0.items() if row in asked_rows}
     rows: Dict[str, Dict] = {}
     for row, result in seed0.items():
-        seeds = args.seeds if needs_seeds(psnr, row) else [0]
+        asked = args.seeds if row in psnr and needs_seeds(psnr, row) else []
+        seeds = sorted({0, *stages.finished_seeds(row), *asked})
         values = [result.psnr] + [stages.run(row, seed).psnr for seed in seeds if seed != 0]
         rows[row] = {"gaussians": result.gaussians, "file_mb": result.file_mb, "seeds": seeds, "psnr": values,
                      "mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -160,7 +179,7 @@ def bench(name: str, scene: BenchScene, args: argparse.Namespace) -> Dict:
     record = {
         "scene": name, "steps": args.steps, "device": stages.device, "data": str(scene.data),
         "dataparser": [scene.dataparser, *shlex.split(scene.dataparser_flags)], "rows": rows,
-        "margins": {row: margins(rows, row) for row in ("student", *args.candidates)},
+        "margins": {row: margins(rows, row) for row in ("student", *candidates)},
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(record, indent=2))
