@@ -21,6 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from distilled_gs_ns.data import DEMO_SCENE
 from distilled_gs_ns.data.downscale import downscale_images
+from distilled_gs_ns.export.frames import Similarity
 
 Lens = Literal["pinhole", "opencv", "fisheye"]
 OPENCV_COEFFS = {"k1": -0.3, "k2": 0.08, "p1": 0.002, "p2": -0.0015}
@@ -77,6 +78,21 @@ def distort(image: np.ndarray, source_k: np.ndarray, lens: Lens, crop: Crop, foc
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+TILTED_WORLD = Similarity(Rotation.from_euler("xyz", [70.0, -35.0, 120.0], degrees=True).as_matrix(), np.array([12.0, -7.0, 30.0]), 40.0)
+"""An SfM-like world frame: up axis far from any axis, 40x the demo's units, far from the origin
+(nerfstudio's dataparser orients, centres and scales this back strongly)."""
+
+
+def _in_world(c2w: np.ndarray, world: Optional[Similarity]) -> np.ndarray:
+    """An OpenGL camera-to-world pose expressed in `world` (x' = s R x + t): axes turned, centre moved."""
+    out = np.array(c2w, dtype=np.float64)
+    if world is None:
+        return out
+    out[:3, :3] = world.rotation @ c2w[:3, :3]
+    out[:3, 3] = world.points(c2w[None, :3, 3])[0]
+    return out
+
+
 def _frames(lens: Lens, crops: Sequence[Crop], stride: int) -> List[Tuple[str, np.ndarray, Crop, np.ndarray]]:
     """(file name, image, crop, camera-to-world) of every `stride`-th demo frame re-imaged through `lens`."""
     meta = _demo()
@@ -90,11 +106,26 @@ def _frames(lens: Lens, crops: Sequence[Crop], stride: int) -> List[Tuple[str, n
 
 
 def nerfstudio_capture(
-    dst: Path, lens: Lens = "opencv", crops: Sequence[Crop] = ODD_CROPS, downscales: Sequence[int] = (), stride: int = 1
+    dst: Path,
+    lens: Lens = "opencv",
+    crops: Sequence[Crop] = ODD_CROPS,
+    downscales: Sequence[int] = (),
+    stride: int = 1,
+    num_points: Optional[int] = None,
+    world: Optional[Similarity] = None,
+    applied_transform: Optional[np.ndarray] = None,
 ) -> Path:
-    """A nerfstudio-data capture (transforms.json with per-frame sizes, no point cloud) of every
-    `stride`-th demo frame, held-out views as in the demo."""
+    """A nerfstudio-data capture (transforms.json with per-frame sizes) of every `stride`-th demo
+    frame, held-out views as in the demo.
+
+    `num_points` surface points are written as its point cloud (sparse_pc.ply; default none).
+    `world` expresses poses and points in another frame (as SfM's arbitrary one); `applied_transform`
+    (3x4) stores them as ns-process-data does after a COLMAP run: turned by it, and the transform
+    recorded in transforms.json (nerfstudio's "original data coordinates" are then `world`'s)."""
     meta = _demo()
+    stored = Similarity.identity() if applied_transform is None else Similarity(
+        np.asarray(applied_transform)[:, :3], np.asarray(applied_transform)[:, 3], 1.0
+    )
     images = dst / "images"
     images.mkdir(parents=True)
     model = {"pinhole": "OPENCV", "opencv": "OPENCV", "fisheye": "OPENCV_FISHEYE"}[lens]
@@ -103,10 +134,19 @@ def nerfstudio_capture(
     frames = []
     for name, image, crop, c2w in _frames(lens, crops, stride):
         Image.fromarray(image).save(images / name)
+        c2w = _in_world(_in_world(c2w, world), stored)
         frames.append(
             {"file_path": f"images/{name}", "transform_matrix": c2w.tolist(), "w": crop.width, "h": crop.height,
              "cx": crop.cx, "cy": crop.cy}
         )
+    if applied_transform is not None:
+        out["applied_transform"] = np.asarray(applied_transform).tolist()
+    if num_points:
+        xyz, rgb = surface_points(num_points)
+        if world is not None:
+            xyz = world.points(xyz)
+        write_point_cloud(dst / "sparse_pc.ply", stored.points(xyz), rgb)
+        out["ply_file_path"] = "sparse_pc.ply"
     kept = {frame["file_path"] for frame in frames}
     for split in ("train", "val", "test"):
         out[f"{split}_filenames"] = [name for name in meta.get(f"{split}_filenames", meta["val_filenames"]) if name in kept]
@@ -115,6 +155,18 @@ def nerfstudio_capture(
     for factor in downscales:
         downscale_images(dst, factor)
     return dst
+
+
+def write_point_cloud(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
+    """A point cloud PLY as ns-process-data writes it (float x, y, z; uchar red, green, blue)."""
+    from plyfile import PlyData, PlyElement
+
+    vertex = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    for i, axis in enumerate("xyz"):
+        vertex[axis] = xyz[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertex[channel] = rgb[:, i]
+    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
 
 
 def surface_points(count: int, resolution: int = 48, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -158,11 +210,13 @@ def colmap_capture(
     ext: Literal[".txt", ".bin"] = ".bin",
     num_points: Optional[int] = 2000,
     stride: int = 1,
+    world: Optional[Similarity] = None,
 ) -> Path:
     """images/ + colmap/sparse/0/{cameras,images,points3D}{ext}, one COLMAP camera per image size,
     of every `stride`-th demo frame (the colmap dataparser holds out every 8th image).
 
     `num_points` surface points seed the model; None writes an empty points3D (no point cloud).
+    `world` expresses poses and points in another frame, as SfM's arbitrary one (e.g. TILTED_WORLD).
     """
     from nerfstudio.data.utils import colmap_parsing_utils as colmap
 
@@ -178,7 +232,7 @@ def colmap_capture(
         camera_id = crops.index(crop) + 1
         params = [meta["fl_x"], meta["fl_y"], crop.cx, crop.cy, *coeffs]
         cameras[camera_id] = colmap.Camera(camera_id, model, crop.width, crop.height, np.array(params))
-        c2w = c2w.copy()
+        c2w = _in_world(c2w, world)
         c2w[:3, 1:3] *= -1  # OpenGL -> OpenCV camera axes
         w2c = np.linalg.inv(c2w)
         qx, qy, qz, qw = Rotation.from_matrix(w2c[:3, :3]).as_quat()
@@ -188,6 +242,8 @@ def colmap_capture(
     points = {}
     if num_points:
         xyz, rgb = surface_points(num_points)
+        if world is not None:
+            xyz = world.points(xyz)
         for index, (p, c) in enumerate(zip(xyz, rgb), start=1):
             points[index] = colmap.Point3D(index, p, c, 0.5, np.zeros(0, dtype=int), np.zeros(0, dtype=int))
     colmap.write_model(cameras, images, points, str(sparse), ext=ext)

@@ -12,6 +12,7 @@ import numpy as np
 from distilled_gs_ns.engine.checkpoint_files import write_atomically
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.export.formats import FORMATS, SplatFormat
+from distilled_gs_ns.export.frames import Frame, run_capture_to_dataparser
 from distilled_gs_ns.export.splat_data import SplatData, from_model
 
 SPZ_MAX_COORDINATE = (2**23 - 1) / 2**12
@@ -111,6 +112,12 @@ def resolve_format(name: str, spz_sh_bits: Optional[int] = None) -> SplatFormat:
     return replace(FORMATS["spz"], sh_bits=(spz_sh_bits,) * 3)
 
 
-def export_run(load_config: Path, fmt: SplatFormat, output: Path, sh_degree: Optional[int] = None) -> ExportReport:
+def export_run(
+    load_config: Path, fmt: SplatFormat, output: Path, sh_degree: Optional[int] = None, frame: Frame = "dataparser"
+) -> ExportReport:
+    """Write the run's Gaussians in `frame`: nerfstudio's dataparser frame (as ns-export) or the
+    capture's own, through the run's dataparser_transforms.json (export/frames.py)."""
+    to_capture = run_capture_to_dataparser(load_config.parent).inverse() if frame == "capture" else None
     pipeline = load_splat_model(load_config)
-    return export_splat(from_model(pipeline.model), fmt, output, sh_degree)
+    data = from_model(pipeline.model)
+    return export_splat(to_capture.splat(data) if to_capture else data, fmt, output, sh_degree)

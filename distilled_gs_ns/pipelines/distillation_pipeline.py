@@ -27,7 +27,8 @@ from distilled_gs_ns.distillation.pseudo_labels import (
     jittered_cameras,
     render_pseudo_labels,
 )
-from distilled_gs_ns.pipelines.teachers import load_teachers, read_teacher_configs, reference_teacher
+from distilled_gs_ns.export.frames import Frame, Similarity
+from distilled_gs_ns.pipelines.teachers import StudentFrame, load_teachers, read_teacher_configs, reference_teacher
 from distilled_gs_ns.errors import UserInputError
 from distilled_gs_ns.export.splat_data import from_model
 from distilled_gs_ns.models.student import StudentModel
@@ -39,7 +40,12 @@ class DistillationPipelineConfig(SplatPipelineConfig):
     _target: Type = field(default_factory=lambda: DistillationPipeline)
     teachers: Tuple[Path, ...] = ()
     """config.yml of each trained teacher (distilled-3dgs-teacher*, splatfacto), trained on the same
-    data. Read only when training the student."""
+    data, or a splat file (.ply, .spz, compressed .ply) of this capture, which is the standard
+    teacher. Read only when training the student."""
+    teacher_frame: Frame = "capture"
+    """World frame of splat file teachers: 'capture', the capture's own (COLMAP's; what the reference
+    3DGS code, gsplat's trainer and most apps write; `distilled-gs export --frame capture`), or
+    'dataparser', nerfstudio's oriented and scaled one (what `ns-export gaussian-splat` writes)."""
     teacher_weights: Optional[Tuple[float, ...]] = None
     """Weight of each teacher in the fused pseudo-label, in --pipeline.teachers order (normalised to
     sum 1). Default: the plain mean (paper)."""
@@ -99,8 +105,13 @@ class DistillationPipeline(SplatPipeline):
             budget = self.model.set_budget(None)
             CONSOLE.log(f"no teachers: training to a budget of {budget} Gaussians without distillation")
             return
-        dataparser_cameras = self.datamanager.train_dataparser_outputs.cameras
-        teachers = load_teachers(self.config.teachers, dataparser_cameras, self.device)
+        outputs = self.datamanager.train_dataparser_outputs
+        frame = StudentFrame(
+            to_dataparser=Similarity.from_dataparser(outputs.dataparser_transform.cpu().numpy(), float(outputs.dataparser_scale)),
+            file_frame=self.config.teacher_frame,
+            background_color=str(self.model.config.background_color),
+        )
+        teachers = load_teachers(self.config.teachers, outputs.cameras, self.device, frame, self._label_cache_bytes())
         reference = reference_teacher(teachers)
         cameras = self.served_train_cameras()
         importance = None
@@ -145,6 +156,15 @@ class DistillationPipeline(SplatPipeline):
             CONSOLE.log(
                 f"pseudo-views: {len(self.pseudo_view_labels)} cached, {self.pseudo_view_labels.nbytes / 2**20:.1f} MiB"
             )
+
+    def _label_cache_bytes(self) -> int:
+        """CPU memory the pseudo-label caches will take (training views and pseudo-views)."""
+        cameras = self.datamanager.train_dataparser_outputs.cameras
+        pixels = int((cameras.width * cameras.height).sum())
+        per_pixel = 3 * (1 if self.config.pseudo_label_dtype == "uint8" else 2)
+        views = pixels if self.model.config.kd_weight > 0 or self.model.config.depth_weight > 0 else 0
+        views += self.config.pseudo_views * pixels // max(len(cameras), 1)
+        return views * per_pixel
 
     def get_train_loss_dict(self, step: int):
         if self.pseudo_view_labels is not None and step % self.config.pseudo_view_every == 0:

@@ -1,6 +1,7 @@
-"""Load trained teacher splats from their `config.yml`, check them, and freeze them for distillation.
+"""Load trained teacher splats, check them, and freeze them for distillation.
 
-A teacher is any splat run of this plugin or nerfstudio's splatfacto. Only its Gaussians are loaded
+A teacher is any splat run of this plugin or nerfstudio's splatfacto (its `config.yml`), or a splat
+file a user already has (`.ply`, `.spz`, compressed `.ply`; pipelines/splat_file_teacher.py). Only a run's Gaussians are loaded
 (no datamanager, no images); it is rendered through this package's splat base, so splatfacto
 teachers render on CPU too. Each check below turns what would otherwise be a crash deep in training
 (or, worse, silently wrong pseudo-labels) into one sentence naming the teacher.
@@ -12,7 +13,7 @@ import copy
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Sequence, Union
 
 import torch
 import yaml
@@ -25,9 +26,19 @@ from torch import Tensor
 from distilled_gs_ns.data.checks import prepare_data
 from distilled_gs_ns.engine.checkpoint_files import LOAD_ERRORS, checkpoints_in, mismatch_error, read_checkpoint
 from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.export.frames import Frame, Similarity
 from distilled_gs_ns.models.splat_base import SplatBaseModel, SplatBaseModelConfig
+from distilled_gs_ns.pipelines.splat_file_teacher import (
+    SplatFileHeader,
+    check_memory,
+    is_splat_file,
+    load_splat_file,
+    read_header,
+)
 
-REFERENCE_METHODS = ("distilled-3dgs-teacher", "splatfacto", "splatfacto-big")
+SPLAT_FILE = "splat-file"
+"""The method name of a teacher read from a splat file."""
+REFERENCE_METHODS = ("distilled-3dgs-teacher", "splatfacto", "splatfacto-big", SPLAT_FILE)
 """Methods that count as the "standard" teacher (the student's budget and structure reference)."""
 
 
@@ -173,31 +184,75 @@ def _render_config(model: SplatfactoModelConfig) -> SplatBaseModelConfig:
     return SplatBaseModelConfig(**copy.deepcopy(values))
 
 
-def read_teacher_configs(paths: Sequence[Path]) -> List[TrainerConfig]:
-    """Every teacher's run config, checked (cheap: no data, no checkpoint is read)."""
+TeacherSource = Union[TrainerConfig, SplatFileHeader]
+
+
+def read_teacher_configs(paths: Sequence[Path]) -> List[TeacherSource]:
+    """Every teacher's run config or splat file header, checked (cheap: no data, no Gaussians read)."""
     if not paths:
         raise UserInputError(
             "distillation needs at least one teacher: pass --pipeline.teachers T1/config.yml [T2/config.yml ...] "
-            "(runs of distilled-3dgs-teacher, -perturbed, -dropout or splatfacto). A no-distillation baseline "
-            "instead sets pipeline.model.kd-weight 0, structure-weight 0 and max-gaussians"
+            "(runs of distilled-3dgs-teacher, -perturbed, -dropout or splatfacto) or a splat file (.ply, .spz). "
+            "A no-distillation baseline instead sets pipeline.model.kd-weight 0, structure-weight 0 and max-gaussians"
         )
-    return [read_teacher_config(config_file(p)) for p in paths]
+    return [read_header(p) if is_splat_file(p) else read_teacher_config(config_file(p)) for p in paths]
 
 
-def load_teachers(paths: Sequence[Path], cameras: Cameras, device: torch.device | str) -> List[Teacher]:
+@dataclass(frozen=True)
+class StudentFrame:
+    """What a splat file teacher needs of the student's data: the capture -> dataparser transform,
+    the frame the file is in, and the scene's background (a file does not say)."""
+
+    to_dataparser: Similarity
+    file_frame: Frame
+    background_color: str
+
+
+def load_teachers(
+    paths: Sequence[Path],
+    cameras: Cameras,
+    device: torch.device | str,
+    frame: StudentFrame | None = None,
+    cache_bytes: int = 0,
+) -> List[Teacher]:
     """Read, check and load every teacher; all checks run before any teacher is built.
 
-    `cameras` are the student's training cameras as its dataparser produced them.
+    `cameras` are the student's training cameras as its dataparser produced them; `frame` places
+    splat file teachers; `cache_bytes` is what the pseudo-label caches will add beside them.
     """
-    configs = read_teacher_configs(paths)
-    files = [config_file(p) for p in paths]
-    for file, config in zip(files, configs):
-        check_same_cameras(file, config, cameras)
-    return [build_teacher(f, c, cameras, device) for f, c in zip(files, configs)]
+    sources = read_teacher_configs(paths)
+    for path, source in zip(paths, sources):
+        if isinstance(source, SplatFileHeader):
+            free, where = _free_memory(device)
+            check_memory(source, cache_bytes if where == "CPU" else 0, free, where)  # the label caches live on the CPU
+        else:
+            check_same_cameras(config_file(path), source, cameras)
+    teachers = []
+    for path, source in zip(paths, sources):
+        if isinstance(source, SplatFileHeader):
+            if frame is None:
+                raise UserInputError(f"teacher file {path} needs the student's capture frame to be placed")
+            model = load_splat_file(Path(path), cameras, frame.to_dataparser, frame.file_frame,
+                                       frame.background_color, device, header=source)  # fmt: skip
+            teachers.append(Teacher(config_path=Path(path), method_name=SPLAT_FILE, checkpoint=Path(path), model=model))
+        else:
+            teachers.append(build_teacher(config_file(path), source, cameras, device))
+    return teachers
+
+
+def _free_memory(device: torch.device | str) -> tuple[int, str]:
+    """Free bytes on the training device, and its name for messages."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), "GPU"
+    import psutil
+
+    return int(psutil.virtual_memory().available), "CPU"
 
 
 def reference_teacher(teachers: Sequence[Teacher]) -> Teacher:
-    """The standard teacher: the first plain 3DGS run, else the first teacher given."""
+    """The standard teacher: the first plain 3DGS run or splat file, else the first teacher given."""
     for teacher in teachers:
         if teacher.method_name in REFERENCE_METHODS:
             return teacher
