@@ -9,6 +9,8 @@ trains from its .spz and compressed .ply, and each bad file gets one line before
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict
 
@@ -17,9 +19,10 @@ import pytest
 import torch
 
 from distilled_gs_ns.data.captures import TILTED_WORLD, colmap_capture
-from distilled_gs_ns.export.formats import encode_ply
+from distilled_gs_ns.export.formats import FORMATS, encode_ply
 from distilled_gs_ns.export.frames import Similarity
 from distilled_gs_ns.export.splat_data import SplatData
+from distilled_gs_ns.pipelines.splat_file_teacher import splat_model
 from distilled_gs_ns.pipelines.teachers import StudentFrame, load_teachers
 from distilled_gs_ns.export.formats import decode_ply
 from tests.cli import TrainedRun, run_cli, short_schedule
@@ -39,9 +42,12 @@ def capture(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def teacher(capture: Path, tmp_path_factory) -> TrainedRun:
-    # SH bands from step 10 (short_schedule adds one every 100): every band is non-zero in the files.
-    return train_on("distilled-3dgs-teacher", capture, tmp_path_factory.mktemp("teacher"), steps=60,
-                    extra=["--pipeline.model.sh-degree-interval", "10"], parser=COLMAP)  # fmt: skip
+    # SH bands from step 10 (short_schedule adds one every 100) at 400x splatfacto's rate: every band is
+    # large enough that a frame change which left them unrotated would fail the round trip.
+    # The random background, as distill's schedule for a capture has it, so its table can be compared.
+    return train_on("distilled-3dgs-teacher", capture, tmp_path_factory.mktemp("teacher"), steps=60, parser=COLMAP,
+                    extra=["--pipeline.model.sh-degree-interval", "10", "--optimizers.features-rest.optimizer.lr", "0.05",
+                           "--pipeline.model.background-color", "random"])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +103,13 @@ def test_round_trip_renders_what_the_run_renders(teacher: TrainedRun, files, cap
     psnr = _psnr_per_view(run.model, imported.model, raw)
     print(f"round trip ({fmt}, {frame} frame): min {min(psnr):.1f} dB over {len(psnr)} training views")
     assert min(psnr) >= 45.0, psnr
+    if frame == "capture":  # the same import with SH bands 1-3 left unrotated must fail this bar
+        data = decode_ply(files[fmt].read_bytes())
+        moved = _student_frame(capture).to_dataparser.splat(data)
+        unrotated = splat_model(replace(moved, sh_rest=data.sh_rest), "black", "cpu")
+        worst = min(_psnr_per_view(run.model, unrotated, raw))
+        print(f"round trip with SH bands left unrotated: min {worst:.1f} dB")
+        assert worst < 45.0
 
 
 @pytest.mark.parametrize("fmt", ["spz", "compressed-ply"])
@@ -160,3 +173,22 @@ def test_bad_files_get_one_line_each_before_any_work(files, capture: Path, tmp_p
         print(f"{case}: {proc.stderr.strip().splitlines()[-1]}")
         assert "teacher importance" not in proc.stdout + proc.stderr, case  # refused before any rendering
         assert not list((tmp_path / case).rglob("*.ckpt")), case
+
+
+def test_distill_from_a_splat_file(teacher: TrainedRun, files, capture: Path, tmp_path: Path) -> None:
+    """One command: the file is the teacher row (itself, on the held-out views), the student and
+    prune-and-fine-tune train from it, and the files come back in the capture's frame."""
+    out = tmp_path / "distill"
+    run_cli(["distilled-gs", "distill", "--data", str(capture), "--dataparser", "colmap", "--teachers", str(files["ply"]),
+             "--steps", "30", "--peers", "prune-finetune", "--output-dir", str(out), "--device", "cpu"])  # fmt: skip
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert list(rows) == ["teacher", "student", "prune-finetune"]
+    original = teacher.evaluate(tmp_path / "original.json")
+    assert rows["teacher"]["gaussians"] == original["gaussian_count"]
+    # The file scores what the run it came from scores (the same Gaussians, in another frame).
+    assert abs(rows["teacher"]["psnr"] - original["psnr"]) < 0.01, (rows["teacher"]["psnr"], original["psnr"])
+    assert rows["student"]["gaussians"] == rows["prune-finetune"]["gaussians"] == round(0.12 * original["gaussian_count"])
+    student_file = out / "student" / "export" / "splat.capture.spz"
+    means = FORMATS["spz"].decode(student_file.read_bytes()).means
+    source = decode_ply(files["ply"].read_bytes()).means
+    assert np.abs(np.median(means, axis=0) - np.median(source, axis=0)).max() < 0.1 * np.ptp(source, axis=0).max()

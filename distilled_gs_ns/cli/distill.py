@@ -17,6 +17,7 @@ from typing import List, Literal, Optional, Tuple
 
 from distilled_gs_ns.configs.demo import ShortRun
 from distilled_gs_ns.errors import UserInputError
+from distilled_gs_ns.export.frames import Frame
 
 Peer = Literal["mcmc", "prune-finetune", "baseline", "baseline-pruned"]
 TeacherKind = Literal["standard", "perturbed", "dropout"]
@@ -47,7 +48,16 @@ class Distill:
     """Same-budget models trained beside the student: 3DGS-MCMC capped at its count, the standard
     teacher pruned to it and fine-tuned, 3DGS capped at it, the student's recipe without teachers."""
     teachers: Tuple[Path, ...] = ()
-    """config.yml of already trained teachers (standard first) instead of training them here."""
+    """Already trained teachers instead of training them here, the standard one first: config.yml of
+    ns-train runs, or your own splat file (.ply, .spz, compressed .ply) of this capture. With a file
+    no teacher is trained; its row in the table is the file itself on the held-out views."""
+    teacher_frame: Frame = "capture"
+    """World frame of a splat file in --teachers: 'capture' (COLMAP's; the reference 3DGS code and
+    most tools) or 'dataparser' (what ns-export gaussian-splat writes)."""
+    export_frame: Optional[Frame] = None
+    """Frame of the --format files: 'capture' or 'dataparser' (nerfstudio's, as ns-export). Default:
+    the frame of the splat file in --teachers, so the student lines up with it; else 'dataparser'.
+    Each stage's splat.ply is always nerfstudio's frame (ns-export's file)."""
     train_teachers: Tuple[TeacherKind, ...] = ("standard", "perturbed", "dropout")
     """Which teachers to train when --teachers is not given. The standard one is always needed (it is
     the student's start and budget reference); the perturbed and dropout teachers only label."""
@@ -75,10 +85,11 @@ def run_distill(options: Distill, scaled_for_demo_scene: bool = False, scene_nam
 
     from distilled_gs_ns.cli.side_by_side import side_by_side
     from distilled_gs_ns.cli.stages import (
-        STUDENT, TEACHERS, bar_margins, export_file, format_table, same_budget_stages, teacher_stages,
-        train_and_report,
+        STUDENT, TEACHERS, bar_margins, export_file, file_teacher_stage, format_table, same_budget_stages,
+        teacher_stages, train_and_report,
     )  # fmt: skip
     from distilled_gs_ns.metrics.render_speed import render_fps
+    from distilled_gs_ns.pipelines.splat_file_teacher import is_splat_file, read_header
 
     if options.steps < 30:
         raise UserInputError("--steps must be at least 30")
@@ -89,7 +100,15 @@ def run_distill(options: Distill, scaled_for_demo_scene: bool = False, scene_nam
         raise UserInputError("--train-teachers must include standard: the student starts from the standard teacher")
     for teacher in options.teachers:
         if not teacher.is_file():
-            raise UserInputError(f"no teacher run at {teacher}: --teachers takes config.yml files of finished ns-train runs")
+            raise UserInputError(
+                f"no teacher at {teacher}: --teachers takes config.yml files of finished ns-train runs or splat files"
+            )
+    files = [t.resolve() for t in options.teachers if is_splat_file(t)]
+    for file in files:
+        read_header(file)  # its one-line checks before any stage runs
+    if files and not is_splat_file(options.teachers[0]):
+        raise UserInputError("a splat file in --teachers is the standard teacher: give it first")
+    export_frame: Frame = options.export_frame or (options.teacher_frame if files else "dataparser")
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     output_dir = options.output_dir.resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -103,19 +122,26 @@ def run_distill(options: Distill, scaled_for_demo_scene: bool = False, scene_nam
 
     def stage(name: str, method: str, extra: List[str] = ()):  # type: ignore[assignment]
         result = train_and_report(name, method, output_dir, options.steps, device, extra, data=data, schedule=schedule, parser=parser)
-        result.file_mb = export_file(result, output_dir, options.format).stat().st_size / 1e6
+        result.file_mb = export_file(result, output_dir, options.format, export_frame).stat().st_size / 1e6
         return result
 
-    if options.teachers:
+    frame_flags = ["--pipeline.teacher-frame", options.teacher_frame] if files else []
+    if files:
+        results = [stage("teacher", *file_teacher_stage(files[0], options.teacher_frame))]
+        teacher_configs = [str(t.resolve()) for t in options.teachers]
+        print(f"teachers: {', '.join(teacher_configs)} (the splat file is the standard teacher, in the {options.teacher_frame} frame)")
+    elif options.teachers:
         teacher_configs = [str(t.resolve()) for t in options.teachers]
         results = []
         print(f"teachers: {', '.join(teacher_configs)} (trained earlier)")
     else:
         results = [stage(name, method) for name, method in teacher_stages(options.train_teachers).items()]
         teacher_configs = [r.config for r in results]
-    student = stage("student", STUDENT, ["--pipeline.teachers", *teacher_configs, *shlex.split(options.student_flags)])
+    student = stage("student", STUDENT, ["--pipeline.teachers", *teacher_configs, *frame_flags, *shlex.split(options.student_flags)])
     budget_stages = same_budget_stages(teacher_configs[0], student.gaussians)
-    peers = {name: stage(name, *budget_stages[name]) for name in options.peers}
+    with_frame = {name: (method, [*flags, *frame_flags] if "--pipeline.teachers" in flags else flags)
+                  for name, (method, flags) in budget_stages.items()}  # fmt: skip
+    peers = {name: stage(name, *with_frame[name]) for name in options.peers}
     results += [student, *peers.values()]
     print("\nmeasuring render speed on the held-out views ...", flush=True)
     for result in results:

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from distilled_gs_ns.configs.demo import ShortRun
 from distilled_gs_ns.data import DEMO_SCENE
+from distilled_gs_ns.export.frames import Frame
 
 BIN = Path(sys.executable).parent
 TEACHERS = {
@@ -226,16 +227,28 @@ def bar_margins(teacher: StageResult, student: StageResult, peers: Dict[str, Sta
     return margins
 
 
-def export_file(result: StageResult, output_dir: Path, fmt: str) -> Path:
-    """The stage's model in `fmt` (the PLY is the stage's own); written once (in this process, as
-    `distilled-gs export` does), kept with the stage."""
-    if fmt == "ply":
+def export_file(result: StageResult, output_dir: Path, fmt: str, frame: Frame = "dataparser") -> Path:
+    """The stage's model in `fmt` and `frame` (the dataparser-frame PLY is the stage's own); written
+    once (in this process, as `distilled-gs export` does), kept with the stage. Capture-frame files
+    are called splat.capture.<suffix>."""
+    if fmt == "ply" and frame == "dataparser":
         return Path(result.config).parent.parent.parent / "export" / "splat.ply"
     from distilled_gs_ns.export.writer import export_run, resolve_format
 
     chosen = resolve_format(fmt)
-    path = output_dir / result.name / "export" / f"splat{chosen.suffix}"
+    path = output_dir / result.name / "export" / f"splat{'.capture' if frame == 'capture' else ''}{chosen.suffix}"
     if not path.exists() or path.stat().st_mtime < Path(result.config).stat().st_mtime:
-        print(f"\n$ distilled-gs export --load-config {result.config} --format {fmt} --output {path}", flush=True)
-        print(export_run(Path(result.config), chosen, path).line(), flush=True)
+        print(f"\n$ distilled-gs export --load-config {result.config} --format {fmt} --frame {frame} --output {path}", flush=True)
+        print(export_run(Path(result.config), chosen, path, frame=frame).line(), flush=True)
     return path
+
+
+def file_teacher_stage(path: Path, frame: Frame) -> Tuple[str, List[str]]:
+    """A splat file as the teacher row: a run of no steps whose model is the file's Gaussians (all of
+    them: prune-and-fine-tune started at the file's own count, every SH band rendered from step 0),
+    so that ns-eval, ns-export, ns-viewer and the peers treat it like a trained teacher."""
+    from distilled_gs_ns.pipelines.splat_file_teacher import read_header
+
+    count = read_header(path).count
+    return PRUNE_FINETUNE, ["--max-num-iterations", "0", "--pipeline.teachers", str(path), "--pipeline.teacher-frame", frame,
+                            "--pipeline.model.max-gaussians", str(count)]  # fmt: skip

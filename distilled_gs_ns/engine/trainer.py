@@ -168,6 +168,13 @@ class SplatTrainer(Trainer):
             self.stop_training = True
 
     def _after_train(self) -> None:
+        if self._interrupt is None and self.config.max_num_iterations == 0:
+            # A run of no steps (a splat file imported as a run, for ns-eval/ns-viewer): its starting
+            # state is the checkpoint; nerfstudio's stats writer has no step to report and would crash.
+            self.training_state = "completed"
+            self.save_checkpoint(self._start_step)
+            say(f"no training steps: saved the starting state as {checkpoint_path(self.checkpoint_dir, self._start_step)}")
+            return
         if self._interrupt is None:
             return super()._after_train()
         step = self._interrupt_step
