@@ -40,7 +40,7 @@ def test_distill_trains_exports_evaluates_and_tabulates(teacher_runs: Dict[str, 
 def test_distill_refuses_a_missing_teacher_with_one_line(tmp_path: Path) -> None:
     proc = run_cli(["distilled-gs", "distill", "--data", str(DEMO_SCENE), "--teachers", str(tmp_path / "none.yml"),
                     "--output-dir", str(tmp_path)], check=False)  # fmt: skip
-    assert proc.returncode != 0 and "error: no teacher run at" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode != 0 and "error: no teacher at" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_distill_refuses_teachers_without_the_standard_one_with_one_line(tmp_path: Path) -> None:
