@@ -53,8 +53,10 @@ CANDIDATES: Dict[str, List[str]] = {
     "pv-fused": BETWEEN,
     "pv-standard": [*STANDARD, *BETWEEN],
 }  # fmt: skip
-"""Students beside the default (10 progressive-pruning rounds of the whole standard teacher until half
-the run, no labels): the last cut earlier (more fine-tuning at the budget; fewer rounds), cuts by
+"""Students beside the default as it was when they were measured (until 2026-12-08: 10 progressive-
+pruning rounds of the whole standard teacher until half the run, no labels, cuts by the plain
+blending weight; the `student` rows of the fox, mouse, demo and lego tables are that student. Since
+then `consensus` is the default; stages are reused by their flags, so those rows keep their meaning): the last cut earlier (more fine-tuning at the budget; fewer rounds), cuts by
 consensus importance (each Gaussian's largest single view left out: floaters rank low), and the
 teachers as teachers: fused labels at the training views from all three or the standard teacher
 alone, and labels at as many pseudo-views (between neighbouring training views, one step in four)

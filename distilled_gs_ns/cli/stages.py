@@ -186,13 +186,16 @@ def same_budget_stages(teacher_config: str, budget: int) -> Dict[str, Tuple[str,
 
     - baseline: standard 3DGS whose count is capped at the budget (as many seeds as the budget,
       densification never beyond it); the importance steps then have nothing to remove.
-    - baseline-pruned: the student's capped-growth-and-importance recipe without teachers.
+    - baseline-pruned: the student's capped-growth-and-importance recipe without teachers (the
+      importance it was measured with: the plain blending weight; consensus is measured only for
+      the teacher start).
     - mcmc: 3DGS-MCMC capped at the budget (from as many of the seeds as the cap).
     - prune-finetune: the standard teacher pruned to the budget by importance, then fine-tuned.
     """
     count = str(budget)
     no_teachers = ["--pipeline.model.initialisation", "seeds", "--pipeline.model.prune-rounds", "0",
-                   "--pipeline.model.kd-weight", "0", "--pipeline.model.structure-weight", "0"]  # fmt: skip
+                   "--pipeline.model.kd-weight", "0", "--pipeline.model.structure-weight", "0",
+                   "--pipeline.model.importance", "blending"]  # fmt: skip
     return {
         "baseline": (STUDENT, [*no_teachers, "--pipeline.model.max-gaussians", count,
                                "--pipeline.model.growth-cap", "1", "--pipeline.model.num-random", count]),

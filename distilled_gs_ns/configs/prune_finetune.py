@@ -14,8 +14,11 @@ from distilled_gs_ns.configs.trainer import SplatTrainerConfig
 from distilled_gs_ns.models.student import StudentModelConfig
 from distilled_gs_ns.pipelines.distillation_pipeline import DistillationPipelineConfig
 
-PRUNE_FINETUNE_MODEL = dict(initialisation="teacher", prune_rounds=0, kd_weight=0.0, structure_weight=0.0, densify=False)
-"""The student settings that make it prune-and-fine-tune (also the flags the benchmarks pass)."""
+PRUNE_FINETUNE_MODEL = dict(
+    initialisation="teacher", prune_rounds=0, kd_weight=0.0, structure_weight=0.0, densify=False, importance="blending"
+)
+"""The student settings that make it prune-and-fine-tune (also the flags the benchmarks pass); its
+importance is the plain blending weight, as LightGaussian's and PUP-3DGS's users have it."""
 
 
 def prune_finetune() -> SplatTrainerConfig:
