@@ -10,6 +10,7 @@ teachers render on CPU too. Each check below turns what would otherwise be a cra
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -246,9 +247,18 @@ def _free_memory(device: torch.device | str) -> tuple[int, str]:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free), "GPU"
-    import psutil
+    return available_cpu_memory(), "CPU"
 
-    return int(psutil.virtual_memory().available), "CPU"
+
+def available_cpu_memory() -> int:
+    """Memory the kernel can give without swapping (Linux's MemAvailable; elsewhere the free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def reference_teacher(teachers: Sequence[Teacher]) -> Teacher:
