@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distilled_gs_ns.cli.stages import _resume_flags, teacher_stages, train_command
+from distilled_gs_ns.cli.stages import _resume_flags, method_defaults, teacher_stages, train_command
 
 SETTINGS = {"steps": 30000, "device": "cpu", "flags": ["--vis", "tensorboard"], "data": "/data/fox"}
 
@@ -55,3 +55,28 @@ def test_the_resume_flag_goes_before_the_dataparser_subcommand(tmp_path: Path) -
     args = train_command("teacher", "distilled-3dgs-teacher", tmp_path, ["--vis", "tensorboard", *resume],
                          ["colmap", "--downscale-factor", "8"], Path("/data/fox"))  # fmt: skip
     assert args.index("--load-dir") < args.index("colmap") < args.index("--data")
+
+
+def test_a_changed_default_makes_a_stopped_stage_start_afresh(tmp_path: Path) -> None:
+    """A stage recorded with another version's defaults (same flags) is not resumed; one recorded
+    before the fingerprint was kept is (the flags are all it has)."""
+    with_defaults = dict(SETTINGS, defaults=method_defaults("distilled-3dgs-student"))
+    stage, run = stopped_stage(tmp_path, dict(with_defaults, defaults="0123456789abcdef"))
+    assert _resume_flags(stage, run, with_defaults) == []
+    legacy_stage, legacy_run = stopped_stage(tmp_path / "legacy", SETTINGS)
+    assert _resume_flags(legacy_stage, legacy_run, with_defaults) == ["--load-dir", str(legacy_run / "nerfstudio_models")]
+
+
+def test_the_defaults_fingerprint_follows_the_model_defaults() -> None:
+    from distilled_gs_ns import method_configs
+
+    student = method_defaults("distilled-3dgs-student")
+    assert student == method_defaults("distilled-3dgs-student")
+    assert student != method_defaults("distilled-3dgs-prune-finetune")  # the same model class, other defaults
+    model = method_configs.student.config.pipeline.model
+    old = model.importance
+    try:
+        model.importance = "blending" if old == "consensus" else "consensus"
+        assert method_defaults("distilled-3dgs-student") != student
+    finally:
+        model.importance = old

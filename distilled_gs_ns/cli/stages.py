@@ -9,6 +9,7 @@ Used by `distilled-gs distill`, `distilled-gs demo` and the benchmarks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -56,6 +57,31 @@ class StageResult:
     """Size of the model's file in the run's chosen format (`distilled-gs distill --format`)."""
     resumed: bool = False
     """The training was stopped and resumed from a checkpoint: train_seconds covers the last part only."""
+    defaults: Optional[str] = None
+    """Fingerprint of the method's default pipeline and model settings when it was trained (see
+    `method_defaults`); None for stages recorded before it was kept."""
+
+
+def method_defaults(method: str) -> str:
+    """A fingerprint of `method`'s default pipeline and model settings in this package version, so
+    that a stage trained before a default changed is trained again instead of reused (its flags alone
+    are the same)."""
+    from nerfstudio.plugins.types import MethodSpecification
+
+    from distilled_gs_ns import method_configs
+
+    for spec in vars(method_configs).values():
+        if isinstance(spec, MethodSpecification) and spec.config.method_name == method:
+            return hashlib.sha1(repr(spec.config.pipeline).encode()).hexdigest()[:16]
+    raise KeyError(f"{method} is not a method of this package")
+
+
+def same_settings(saved: Dict, settings: Dict) -> bool:
+    """Whether a stage's recorded settings are `settings`; a record without the defaults'
+    fingerprint (written before it was kept) is compared on the rest."""
+    if "defaults" not in saved:
+        settings = {key: value for key, value in settings.items() if key != "defaults"}
+    return saved == settings
 
 
 def _run(args: Sequence[str], log: Path) -> None:
@@ -85,7 +111,7 @@ def _resume_flags(stage_dir: Path, run_dir: Path, settings: Dict) -> List[str]:
     newest of them)."""
     started = stage_dir / "started.json"
     checkpoints = run_dir / "nerfstudio_models"
-    if started.exists() and json.loads(started.read_text()) == settings and any(checkpoints.glob("step-*.ckpt")):
+    if started.exists() and same_settings(json.loads(started.read_text()), settings) and any(checkpoints.glob("step-*.ckpt")):
         print(f"\n{stage_dir.name}: resuming the stopped run from its newest checkpoint in {checkpoints}", flush=True)
         return ["--load-dir", str(checkpoints)]
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -126,16 +152,19 @@ def train_and_report(
 
     `schedule` replaces the ShortRun flags of `steps`; `parser` selects and configures the dataparser
     (e.g. `colmap --downscale-factor 2`). A stage that already finished with the same steps, device,
-    flags and data is not run again; one that was stopped part-way goes on from its newest checkpoint.
+    flags, data and method defaults (`method_defaults`) is not run again; one that was stopped
+    part-way goes on from its newest checkpoint.
     """
     stage_dir = output_dir / name
     saved = stage_dir / "result.json"
     flags = [*(schedule or []), *extra, *parser]
-    settings = {"steps": steps, "device": device, "flags": flags, "data": str(data)}
+    settings = {"steps": steps, "device": device, "flags": flags, "data": str(data), "defaults": method_defaults(method)}
     if saved.exists():
         result = StageResult(**json.loads(saved.read_text()))
-        same = (result.steps, result.device, result.flags, result.data) == (steps, device, flags, str(data))
-        if same and Path(result.config).exists():
+        recorded = {"steps": result.steps, "device": result.device, "flags": result.flags, "data": result.data}
+        if result.defaults is not None:
+            recorded["defaults"] = result.defaults
+        if same_settings(recorded, settings) and Path(result.config).exists():
             print(f"\n{name}: finished earlier ({saved}), reused")
             return result
     run_dir = stage_dir / method / "demo"
@@ -165,6 +194,7 @@ def train_and_report(
         config=str(config),
         data=str(data),
         resumed=bool(resume),
+        defaults=settings["defaults"],
     )
     saved.write_text(json.dumps(asdict(result), indent=2))
     return result
