@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from bench_real_student import bench_scene
+from bench_real_student import bench_scene, write_scene
 from real_scenes import SCENES
 
 from distilled_gs_ns.cli.distill import Distill, run_distill
@@ -52,10 +52,7 @@ def bench(name: str, args: argparse.Namespace) -> Dict:
     rows = {r["name"]: r for r in json.loads((output_dir / "results.json").read_text())["results"]}
     record = {"scene": name, "steps": args.steps, "file": str(file), "file_bytes": file.stat().st_size,
               "source_run_psnr": source["psnr"], "rows": rows}  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(record, indent=2))
-    (args.out / f"{name}.md").write_text(scene_table(record) + "\n")
-    print(f"\n{name}:\n{scene_table(record)}", flush=True)
+    write_scene(args.out, name, record, scene_table(record))
     return record
 
 

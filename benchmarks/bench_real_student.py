@@ -183,11 +183,16 @@ def bench(name: str, scene: BenchScene, args: argparse.Namespace) -> Dict:
         "dataparser": [scene.dataparser, *shlex.split(scene.dataparser_flags)], "rows": rows,
         "margins": {row: margins(rows, row) for row in ("student", *candidates)},
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(record, indent=2))
-    (args.out / f"{name}.md").write_text(scene_table(record) + "\n")
-    print(f"\n{name}:\n{scene_table(record)}", flush=True)
+    write_scene(args.out, name, record, scene_table(record))
     return record
+
+
+def write_scene(out: Path, name: str, record: Dict, table: str) -> None:
+    """OUT/<scene>.json (the record) and .md (its table), and the table on the terminal."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2))
+    (out / f"{name}.md").write_text(table + "\n")
+    print(f"\n{name}:\n{table}", flush=True)
 
 
 def scene_table(record: Dict) -> str:

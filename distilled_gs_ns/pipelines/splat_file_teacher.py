@@ -10,6 +10,7 @@ Gaussians than memory holds, or a splat that does not face the capture's cameras
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,15 +129,37 @@ def _spz_header(path: Path) -> SplatFileHeader:
     return SplatFileHeader(path, "spz", count, degree)
 
 
-def check_memory(header: SplatFileHeader, extra_bytes: int, available: int, where: str) -> None:
-    """Refuse a file the training device cannot hold with the caches (`extra_bytes`) beside it."""
-    need = header.count * TRAINING_BYTES_PER_GAUSSIAN + extra_bytes
-    if need > available:
+def check_memory(header: SplatFileHeader, cache_bytes: int, device: torch.device | str) -> None:
+    """Refuse a file the training device cannot hold; on the CPU the label caches (`cache_bytes`,
+    which always live there) count too."""
+    free, where = free_memory(device)
+    need = header.count * TRAINING_BYTES_PER_GAUSSIAN + (cache_bytes if where == "CPU" else 0)
+    if need > free:
         raise UserInputError(
             f"teacher file {header.path} holds {header.count} Gaussians: training from it needs about "
-            f"{need / 2**30:.1f} GiB of {where} memory, {available / 2**30:.1f} GiB is free "
+            f"{need / 2**30:.1f} GiB of {where} memory, {free / 2**30:.1f} GiB is free "
             "(prune it first, or train on a larger device; image caches count too)"
         )
+
+
+def free_memory(device: torch.device | str) -> Tuple[int, str]:
+    """Free bytes on the training device, and its name for messages."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), "GPU"
+    return available_cpu_memory(), "CPU"
+
+
+def available_cpu_memory() -> int:
+    """Memory the kernel can give without swapping (Linux's MemAvailable; elsewhere the free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def read_splat_file(header: SplatFileHeader) -> SplatData:
@@ -200,14 +223,16 @@ def facing_problem(means: np.ndarray, cameras: Cameras) -> Optional[str]:
 
 
 def check_faces_cameras(
-    header: SplatFileHeader, data: SplatData, to_dataparser: Similarity, frame: Frame, cameras: Cameras
+    header: SplatFileHeader, data: SplatData, placed_means: np.ndarray, to_dataparser: Similarity, frame: Frame,
+    cameras: Cameras,
 ) -> None:
-    """Refuse a splat that does not face the capture's cameras, naming the likely cause."""
+    """Refuse a splat that does not face the capture's cameras (`placed_means`: the file's means as
+    read in `frame`, in the dataparser frame), naming the likely cause."""
 
     def placed(means: np.ndarray, in_frame: Frame) -> np.ndarray:
         return to_dataparser.points(means) if in_frame == "capture" else means
 
-    problem = facing_problem(placed(data.means, frame), cameras)
+    problem = facing_problem(placed_means, cameras)
     if problem is None:
         return
     other: Frame = "dataparser" if frame == "capture" else "capture"
@@ -274,7 +299,6 @@ def load_splat_file(
     """The file's Gaussians in the dataparser frame as a frozen model, checked to face the cameras."""
     header = header or read_header(path)
     data = read_splat_file(header)
-    check_faces_cameras(header, data, to_dataparser, frame, cameras)
-    if frame == "capture":
-        data = to_dataparser.splat(data)
-    return splat_model(data, background_color, device)
+    placed = to_dataparser.splat(data) if frame == "capture" else data
+    check_faces_cameras(header, data, placed.means, to_dataparser, frame, cameras)
+    return splat_model(placed, background_color, device)

@@ -10,7 +10,6 @@ teachers render on CPU too. Each check below turns what would otherwise be a cra
 from __future__ import annotations
 
 import copy
-import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -224,8 +223,7 @@ def load_teachers(
     sources = read_teacher_configs(paths)
     for path, source in zip(paths, sources):
         if isinstance(source, SplatFileHeader):
-            free, where = _free_memory(device)
-            check_memory(source, cache_bytes if where == "CPU" else 0, free, where)  # the label caches live on the CPU
+            check_memory(source, cache_bytes, device)
         else:
             check_same_cameras(config_file(path), source, cameras)
     teachers = []
@@ -239,26 +237,6 @@ def load_teachers(
         else:
             teachers.append(build_teacher(config_file(path), source, cameras, device))
     return teachers
-
-
-def _free_memory(device: torch.device | str) -> tuple[int, str]:
-    """Free bytes on the training device, and its name for messages."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free), "GPU"
-    return available_cpu_memory(), "CPU"
-
-
-def available_cpu_memory() -> int:
-    """Memory the kernel can give without swapping (Linux's MemAvailable; elsewhere the free pages)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def reference_teacher(teachers: Sequence[Teacher]) -> Teacher:
